@@ -1,0 +1,3 @@
+# One cmd_<name>.cpp per subcommand.
+set(MOE_CMD_SOURCES
+)

@@ -1,0 +1,2 @@
+set(MOE_KERNEL_SOURCES
+)

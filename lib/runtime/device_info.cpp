@@ -1,0 +1,38 @@
+#include "runtime/device_info.h"
+
+#ifdef MOE_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace moe {
+
+GpuInfo query_gpu() {
+  GpuInfo info;
+#ifndef MOE_HAVE_CUDA
+  info.reason = "moe-tool was built without CUDA (no nvcc at configure time)";
+#else
+  int n = 0;
+  cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess || n == 0) {
+    info.reason = std::string("no CUDA device: ") +
+                  (err != cudaSuccess ? cudaGetErrorString(err) : "device count is 0");
+    cudaGetLastError();  // clear the sticky-free error so later calls start clean
+    return info;
+  }
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
+    info.reason = "cudaGetDeviceProperties failed";
+    return info;
+  }
+  info.available = true;
+  info.device_count = n;
+  info.name = prop.name;
+  info.sm_major = prop.major;
+  info.sm_minor = prop.minor;
+  info.sm_count = prop.multiProcessorCount;
+  info.memory_gib = static_cast<double>(prop.totalGlobalMem) / (1024.0 * 1024.0 * 1024.0);
+#endif
+  return info;
+}
+
+}  // namespace moe

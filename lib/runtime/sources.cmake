@@ -1,0 +1,3 @@
+set(MOE_RUNTIME_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/device_info.cpp
+)

@@ -1,0 +1,3 @@
+set(MOE_TEST_SUPPORT_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/temp_dir.cpp
+)
