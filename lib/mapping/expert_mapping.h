@@ -42,6 +42,10 @@ struct FamilyLayout {
   const char* shared_expert_gate;
 };
 const FamilyLayout& family_layout(Family f);
+// Expands a template: {B} -> the layout's block, {L} -> layer, {E} -> expert (when >= 0), and
+// puts `prefix` in front. The one place names are built (mapping and the synthetic writer).
+std::string layout_name(const FamilyLayout& layout, const char* tmpl, int layer, int expert,
+                        const std::string& prefix);
 
 // Resolves names against one checkpoint (also picks the prefix variant, e.g. Llama-4's
 // "language_model." multimodal prefix).

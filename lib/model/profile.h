@@ -3,7 +3,9 @@
 // row in family_table.cpp, one layout row in mapping/expert_mapping.cpp and one fixture.
 #pragma once
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/dtype.h"
@@ -15,6 +17,8 @@ enum class Family {
   GptOss, Ernie45Moe, kCount
 };
 const char* family_name(Family f);  // "mixtral", "qwen2_moe", ... (the model_type)
+// Any model_type of the family ("llama4" and "llama4_text" both give Llama4); nullopt if none.
+std::optional<Family> family_from_name(std::string_view name);
 
 enum class ScoreFunc { Softmax, Sigmoid };
 // How a group of experts is scored for grouped top-k: DeepSeek-V2 takes the group's max score,

@@ -1,0 +1,5 @@
+moe_add_test(NAME test_model_profile SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_profile.cpp LABELS cpu)
+moe_add_test(NAME test_model_mapping SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_mapping.cpp LABELS cpu)
+moe_add_test(NAME test_model_validate SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_validate.cpp LABELS cpu)
+moe_add_test(NAME test_model_cli SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cli.cpp LABELS cpu)
+add_dependencies(test_model_cli moe-tool)
