@@ -1,2 +1,3 @@
 list(APPEND MOE_LIB_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/plan.cpp
 )
