@@ -1,0 +1,82 @@
+// `moe-tool run SHARDS_OR_CKPT`: the MoE block of each layer through a backend (the CPU backend
+// or the CUDA kernels) on the shards, against the float64 Eigen reference from the source
+// checkpoint; a per-layer table or --json; exit 0 all layers pass, 1 any fails, 2 bad input.
+#include <cstdio>
+#include <memory>
+
+#include "command.h"
+#include "core/error.h"
+#include "plan/plan.h"
+#include "reference/run_report.h"
+#include "runtime/backend.h"
+#include "runtime/device_info.h"
+
+namespace {
+
+struct Args {
+  std::string target, device, inputs, dump, layers;
+  int tokens = 64, ref_tokens = 0, threads = 0;
+  uint64_t seed = 0;
+  double rtol = -1, atol = -1;
+  bool json = false, quiet = false;
+};
+
+// --device default: the GPU when this build and machine have one.
+std::unique_ptr<moe::MoeBackend> make_backend(const std::string& device, int threads) {
+  const std::string d = device.empty() ? (moe::query_gpu().available ? "cuda" : "cpu") : device;
+  if (d == "cpu") return moe::make_cpu_backend(threads);
+#ifdef MOE_HAVE_CUDA
+  return moe::make_cuda_backend();
+#else
+  // Not referenced in CPU-only builds, so they link without lib/runtime/cuda_backend.cpp.
+  moe::fail(moe::ErrorCode::Cuda, "", "", "--device cuda: " + moe::query_gpu().reason);
+#endif
+}
+
+}  // namespace
+
+static moe::cli::Registrar reg(40, [](CLI::App& app) {
+  auto args = std::make_shared<Args>();
+  auto* sub = app.add_subcommand(
+      "run", "Run the MoE block on shards (or a checkpoint) against the CPU reference, per layer");
+  sub->add_option("target", args->target, "Shard-set directory or checkpoint")->required();
+  sub->add_option("--device", args->device, "Backend under test (default: cuda if available)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  sub->add_option("--tokens", args->tokens, "Random tokens per layer")->check(CLI::PositiveNumber);
+  sub->add_option("--seed", args->seed, "Seed of the random inputs and token sampling");
+  sub->add_option("--inputs", args->inputs,
+                  "safetensors with layers.{L}.hidden_states [T, H]; only those layers run");
+  sub->add_option("--dump", args->dump,
+                  "Write layers.{L}.{output,reference,topk_ids,topk_weights,...} to a safetensors");
+  sub->add_option("--layers", args->layers, "MoE layers to run, e.g. \"1,3-5\" (default: all)");
+  sub->add_option("--ref-tokens", args->ref_tokens,
+                  "Tokens the reference checks per layer, sampled deterministically (0 = all)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--rtol", args->rtol, "Bound on relative L2 error (default: docs/numerics.md)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--atol", args->atol, "Bound on max abs error (default: docs/numerics.md)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--threads", args->threads, "CPU threads (default: all cores)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_flag("--json", args->json, "Print the report as JSON");
+  sub->add_flag("--quiet", args->quiet, "No progress line");
+  return std::make_pair(sub, std::function<int()>([args] {
+    moe::RunOptions o;
+    o.tokens = args->tokens;
+    o.seed = args->seed;
+    o.inputs_file = args->inputs;
+    o.dump_file = args->dump;
+    if (!args->layers.empty()) o.layers = moe::parse_layer_list(args->layers);
+    o.ref_tokens = args->ref_tokens;
+    if (args->rtol >= 0) o.rtol = args->rtol;
+    if (args->atol >= 0) o.atol = args->atol;
+    o.threads = args->threads;
+    o.quiet = args->quiet || args->json;
+    const moe::ShardSet set = moe::open_run_target(args->target);
+    auto backend = make_backend(args->device, args->threads);
+    const moe::RunReport report = moe::run_check(set, *backend, args->target, o);
+    if (args->json) moe::cli::print_json(report.to_json());
+    else std::fputs(report.table().c_str(), stdout);
+    return report.pass ? 0 : 1;
+  }));
+});
