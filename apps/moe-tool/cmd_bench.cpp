@@ -1,0 +1,125 @@
+// `moe-tool bench [SHARDS_OR_CKPT] [--shape NAME | --experts E --top-k K --hidden H
+// --intermediate I] --tokens LIST`: times the fused-MoE CUDA path per token count against the
+// floor measured in the same run (docs/perf.md); exit 1 when the kernel disagrees with the naive
+// in-tree oracle, 2 on bad input or without a GPU.
+#include <cstdio>
+#include <memory>
+#include <sstream>
+
+#include "command.h"
+#include "core/error.h"
+#include "runtime/gpu_bench.h"
+
+namespace {
+
+struct Args {
+  std::string source, shape, dtype = "bf16", tokens = "1,16,64,256,1024,4096";
+  int experts = 0, top_k = 0, hidden = 0, inter = 0, layer = -1, rank = 0, weight_sets = 3;
+  int check_max_tokens = 256;
+  bool sweep = false, json = false, quiet = false;
+};
+
+constexpr double kCheckTolerance = 1e-2;  // relative L2 vs the naive kernel (bf16 rounding)
+
+std::vector<int> parse_tokens(const std::string& s) {
+  std::vector<int> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      size_t used = 0;
+      const int v = std::stoi(item, &used);
+      MOE_CHECK(used == item.size() && v > 0, InvalidArgument, "", "", "bad --tokens entry '" + item + "'");
+      out.push_back(v);
+    } catch (const std::logic_error&) {
+      moe::fail(moe::ErrorCode::InvalidArgument, "", "", "bad --tokens entry '" + item + "'");
+    }
+  }
+  MOE_CHECK(!out.empty(), InvalidArgument, "", "", "--tokens is empty");
+  return out;
+}
+
+void print_table(const moe::BenchReport& r) {
+  std::printf("bench %s: E=%d top-%d H=%d I=%d %s on %s (wgmma %s), %d weight set%s\n",
+              r.shape.name.c_str(), r.shape.experts, r.shape.top_k, r.shape.hidden, r.shape.inter,
+              r.dtype.c_str(), r.device.c_str(), r.wgmma ? "on" : "off", r.weight_sets,
+              r.weight_sets == 1 ? "" : "s");
+  std::printf("ceilings: HBM %.0f GB/s (d2d copy, read+write), tensor %.0f TFLOP/s (cuBLAS bf16 8192^3)\n",
+              r.hbm_gbs, r.tensor_tflops);
+  std::printf("%7s %10s %7s %8s %8s %10s %7s %8s  %-16s %-16s %5s %9s\n", "tokens", "us", "spread",
+              "TFLOP/s", "GB/s", "floor us", "xfloor", "experts", "gate-up", "down", "split",
+              "check");
+  for (const auto& c : r.cells) {
+    char check[32] = "-";
+    if (c.check_rel_l2 >= 0) std::snprintf(check, sizeof check, "%.1e", c.check_rel_l2);
+    std::printf("%7d %10.1f %6.1f%% %8.1f %8.0f %10.1f %7.2f %8d  %-16s %-16s %5d %9s\n", c.tokens,
+                c.us, 100 * c.us_spread, c.tflops, c.weight_gbs, c.floor_us, c.x_floor,
+                c.experts_touched, c.gate_up_cfg.c_str(), c.down_cfg.c_str(), c.split_k, check);
+    if (!c.sweep.empty()) {
+      const moe::BenchSweepEntry* best = &c.sweep.front();
+      for (const auto& s : c.sweep)
+        if (s.us < best->us) best = &s;
+      std::printf("        sweep: %zu configs, best %.1f us (%s + %s split %d)\n", c.sweep.size(),
+                  best->us, best->gate_up.c_str(), best->down.c_str(), best->split_k);
+    }
+  }
+}
+
+}  // namespace
+
+static moe::cli::Registrar reg(70, [](CLI::App& app) {
+  auto a = std::make_shared<Args>();
+  auto* sub = app.add_subcommand("bench", "Time the fused-MoE CUDA kernels against the measured floor");
+  sub->add_option("source", a->source, "Shard-set directory or checkpoint (else synthetic weights)");
+  sub->add_option("--shape", a->shape, "Synthetic shape: mixtral, qwen3-30b, deepseek-v3-tp8, gpt-oss-120b");
+  sub->add_option("--experts", a->experts, "Synthetic: routed experts")->check(CLI::PositiveNumber);
+  sub->add_option("--top-k", a->top_k, "Synthetic: experts per token")->check(CLI::PositiveNumber);
+  sub->add_option("--hidden", a->hidden, "Synthetic: hidden size")->check(CLI::PositiveNumber);
+  sub->add_option("--intermediate", a->inter, "Synthetic: expert intermediate size")->check(CLI::PositiveNumber);
+  sub->add_option("--tokens", a->tokens, "Comma-separated token counts")->capture_default_str();
+  sub->add_option("--dtype", a->dtype, "bf16 or fp16 (synthetic weights)")->capture_default_str()
+      ->check(CLI::IsMember({"bf16", "fp16"}));
+  sub->add_option("--layer", a->layer, "Model layer of SOURCE (default: first MoE layer)");
+  sub->add_option("--rank", a->rank, "Rank of SOURCE whose experts are timed")->capture_default_str();
+  sub->add_option("--weight-sets", a->weight_sets, "Weight sets rotated when they fit")
+      ->check(CLI::Range(1, 8));
+  sub->add_option("--check-max-tokens", a->check_max_tokens,
+                  "Compare with the naive kernel up to this many tokens")
+      ->capture_default_str();
+  sub->add_flag("--sweep", a->sweep, "Also time every tile configuration (tuning)");
+  sub->add_flag("--json", a->json, "Print the report as JSON");
+  sub->add_flag("--quiet", a->quiet, "No progress line");
+  return std::make_pair(sub, std::function<int()>([a] {
+    moe::BenchOptions o;
+    if (a->source.empty()) {
+      if (!a->shape.empty()) {
+        const moe::BenchShape* s = moe::find_bench_shape(a->shape);
+        MOE_CHECK(s, InvalidArgument, "", "", "unknown --shape '" + a->shape + "'");
+        o.shape = *s;
+      } else {
+        MOE_CHECK(a->experts && a->top_k && a->hidden && a->inter, InvalidArgument, "", "",
+                  "give SHARDS_OR_CKPT, --shape, or all of --experts --top-k --hidden --intermediate");
+        o.shape = {"custom", a->experts, a->top_k, a->hidden, a->inter};
+      }
+    }
+    o.source = a->source;
+    o.layer = a->layer;
+    o.rank = a->rank;
+    o.tokens = parse_tokens(a->tokens);
+    o.dtype = a->dtype;
+    o.weight_sets = a->weight_sets;
+    o.sweep = a->sweep;
+    o.check_max_tokens = a->check_max_tokens;
+    o.quiet = a->quiet || a->json;
+    const moe::BenchReport r = moe::run_bench(o);
+    if (a->json) moe::cli::print_json(moe::bench_to_json(r));
+    else print_table(r);
+    for (const auto& c : r.cells)
+      if (c.check_rel_l2 > kCheckTolerance) {
+        std::fprintf(stderr, "moe-tool bench: %d tokens: kernel differs from the naive oracle (rel L2 %.2e)\n",
+                     c.tokens, c.check_rel_l2);
+        return 1;
+      }
+    return 0;
+  }));
+});

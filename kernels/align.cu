@@ -1,0 +1,116 @@
+// Token-slot to expert alignment (vLLM's moe_align_block_size, plus the rank's expert map and
+// the replica choice of runtime/backend.h): slots grouped by local expert, each group padded to
+// the GEMM tile height, and the expert of every tile. Three launches: count, scan, scatter.
+#include <algorithm>
+
+#include "device_utils.cuh"
+
+namespace moe::kernels {
+namespace {
+
+constexpr int kScanThreads = 1024;
+
+__global__ void count_kernel(const int32_t* topk_ids, ReplicaTable table, int tokens, int top_k,
+                             int32_t* slot_expert, int32_t* counts) {
+  const int64_t s = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (s >= int64_t(tokens) * top_k) return;
+  const int t = int(s / top_k);
+  const int logical = topk_ids[s];
+  const int first = table.offsets[logical];
+  const int n = table.offsets[logical + 1] - first;
+  int local = -1;
+  if (n > 0) local = table.expert_map[table.physical[first + t % n]];
+  slot_expert[s] = local;
+  if (local >= 0) atomicAdd(&counts[local], 1);
+}
+
+// One block: per-expert tile counts -> exclusive scan -> tile_expert, padding rows, cursors.
+__global__ void __launch_bounds__(kScanThreads)
+    scan_kernel(int num_local, int block_m, int32_t* counts, int32_t* sorted_slots,
+                int32_t* tile_expert, int32_t* num_tiles) {
+  __shared__ int32_t s_sum[kScanThreads];
+  const int tid = threadIdx.x;
+  const int per = (num_local + kScanThreads - 1) / kScanThreads;
+  const int e0 = min(num_local, tid * per), e1 = min(num_local, e0 + per);
+  int mine = 0;
+  for (int e = e0; e < e1; ++e) mine += (counts[e] + block_m - 1) / block_m;
+  s_sum[tid] = mine;
+  __syncthreads();
+  for (int off = 1; off < kScanThreads; off <<= 1) {
+    const int v = tid >= off ? s_sum[tid - off] : 0;
+    __syncthreads();
+    s_sum[tid] += v;
+    __syncthreads();
+  }
+  int tile = s_sum[tid] - mine;  // exclusive prefix, in tiles
+  for (int e = e0; e < e1; ++e) {
+    const int c = counts[e];
+    const int tiles = (c + block_m - 1) / block_m;
+    for (int i = 0; i < tiles; ++i) tile_expert[tile + i] = e;
+    const int64_t begin = int64_t(tile) * block_m;
+    for (int64_t r = begin + c; r < begin + int64_t(tiles) * block_m; ++r) sorted_slots[r] = -1;
+    counts[e] = int(begin);  // becomes the scatter cursor
+    tile += tiles;
+  }
+  if (tid == kScanThreads - 1) *num_tiles = s_sum[tid];
+}
+
+__global__ void scatter_kernel(const int32_t* slot_expert, int64_t slots, int32_t* cursor,
+                               int32_t* sorted_slots) {
+  const int64_t s = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (s >= slots) return;
+  const int e = slot_expert[s];
+  if (e >= 0) sorted_slots[atomicAdd(&cursor[e], 1)] = int32_t(s);
+}
+
+__global__ void identity_kernel(int tokens, int block_m, int32_t* sorted_slots,
+                                int32_t* tile_expert, int32_t* num_tiles) {
+  const int tiles = (tokens + block_m - 1) / block_m;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < int64_t(tiles) * block_m) sorted_slots[i] = i < tokens ? int32_t(i) : -1;
+  if (i < tiles) tile_expert[i] = 0;
+  if (i == 0) *num_tiles = tiles;
+}
+
+}  // namespace
+
+int align_max_tiles(int slots, int num_local, int block_m) {
+  if (slots <= 0 || num_local <= 0 || block_m <= 0) return 1;
+  const int64_t bound =
+      (int64_t(slots) + block_m - 1) / block_m + std::min<int64_t>(num_local, slots);
+  return int(std::max<int64_t>(1, std::min<int64_t>(bound, slots)));
+}
+
+cudaError_t launch_align(const int32_t* topk_ids, const ReplicaTable& table, int tokens,
+                         int top_k, int num_local, int block_m, const AlignBuffers& b,
+                         cudaStream_t stream) {
+  if (tokens < 0 || top_k <= 0 || num_local <= 0 || block_m <= 0) return cudaErrorInvalidValue;
+  cudaError_t err = cudaMemsetAsync(b.counts, 0, sizeof(int32_t) * (num_local + 1), stream);
+  if (err != cudaSuccess) return err;
+  const int64_t slots = int64_t(tokens) * top_k;
+  if (slots > 0) {
+    count_kernel<<<unsigned((slots + 255) / 256), 256, 0, stream>>>(topk_ids, table, tokens,
+                                                                    top_k, b.slot_expert, b.counts);
+    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  }
+  scan_kernel<<<1, kScanThreads, 0, stream>>>(num_local, block_m, b.counts, b.sorted_slots,
+                                              b.tile_expert, b.num_tiles);
+  if ((err = cudaGetLastError()) != cudaSuccess) return err;
+  if (slots > 0) {
+    scatter_kernel<<<unsigned((slots + 255) / 256), 256, 0, stream>>>(b.slot_expert, slots,
+                                                                      b.counts, b.sorted_slots);
+    err = cudaGetLastError();
+  }
+  return err;
+}
+
+cudaError_t launch_identity_align(int tokens, int block_m, int32_t* sorted_slots,
+                                  int32_t* tile_expert, int32_t* num_tiles, cudaStream_t stream) {
+  if (tokens < 0 || block_m <= 0) return cudaErrorInvalidValue;
+  const int64_t n = std::max<int64_t>(1, (int64_t(tokens) + block_m - 1) / block_m * block_m);
+  identity_kernel<<<unsigned((n + 255) / 256), 256, 0, stream>>>(tokens, block_m, sorted_slots,
+                                                                 tile_expert, num_tiles);
+  return cudaGetLastError();
+}
+
+}  // namespace moe::kernels

@@ -1,0 +1,140 @@
+// Device helpers shared by the kernels: element types, cp.async, ldmatrix, mma.sync, the
+// activations, and the kernel-side parameter block of the grouped GEMMs.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "moe_kernels.h"
+
+namespace moe::kernels {
+
+// ---- element types ------------------------------------------------------------------------
+template <typename T>
+struct ElemOps;
+template <>
+struct ElemOps<__nv_bfloat16> {
+  static __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+  static __device__ __forceinline__ __nv_bfloat16 from_float(float v) { return __float2bfloat16_rn(v); }
+  static __device__ __forceinline__ uint32_t pack2(float a, float b) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+};
+template <>
+struct ElemOps<__half> {
+  static __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+  static __device__ __forceinline__ __half from_float(float v) { return __float2half_rn(v); }
+  static __device__ __forceinline__ uint32_t pack2(float a, float b) {
+    __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+};
+
+// ---- activations (model/profile.h) ---------------------------------------------------------
+__device__ __forceinline__ float apply_act(int act, float g, float u, float alpha, float limit) {
+  switch (act) {
+    case int(ActKind::GeluAndMul):
+      return 0.5f * g * (1.0f + erff(g * 0.70710678118654752f)) * u;
+    case int(ActKind::SwigluOai): {
+      // gpt-oss: g = min(gate, limit), u = clamp(up, -limit, limit), g * sigmoid(alpha g) (u + 1)
+      g = fminf(g, limit);
+      u = fminf(fmaxf(u, -limit), limit);
+      return g / (1.0f + __expf(-alpha * g)) * (u + 1.0f);
+    }
+    default:
+      return g / (1.0f + __expf(-g)) * u;
+  }
+}
+
+// ---- async copies, fragments, mma ------------------------------------------------------------
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// 16-byte global -> shared copy; zero-fills the destination when !valid (no bytes are read).
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
+  const int bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+__device__ __forceinline__ void ldmatrix_x4(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2,
+                                            uint32_t& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr));
+}
+template <typename T>
+__device__ __forceinline__ void mma_16816(float* c, const uint32_t* a, const uint32_t* b);
+template <>
+__device__ __forceinline__ void mma_16816<__nv_bfloat16>(float* c, const uint32_t* a,
+                                                         const uint32_t* b) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+template <>
+__device__ __forceinline__ void mma_16816<__half>(float* c, const uint32_t* a, const uint32_t* b) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// out[0..1] += v[0..1]; one 8-byte vector atomic on sm_90 (both columns in range, 8-aligned).
+__device__ __forceinline__ void atomic_add2(float* out, float v0, float v1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float2*>(out), make_float2(v0, v1));
+#else
+  atomicAdd(out, v0);
+  atomicAdd(out + 1, v1);
+#endif
+}
+
+// ---- the grouped-GEMM parameter block (one struct for gate-up and down) --------------------
+struct GemmParams {
+  const void* a;  // gate-up: x [T, lda] gathered by token; down: act [rows, lda] by position
+  int lda;
+  const void* b;  // weights [E_local, rows, ldb]
+  int64_t b_expert_stride;
+  int ldb;
+  const void* bias;  // [E_local, bias_expert_stride] or null
+  int bias_expert_stride;
+  const int32_t* sorted_slots;
+  const int32_t* tile_expert;
+  const int32_t* num_tiles;
+  int max_tiles, n_tiles;
+  int n, k, k_per_split;
+  int top_k;
+  int gate_row0, up_row0;     // gate-up: first weight row of the gate / up halves
+  const float* slot_weights;  // down: routing weight; gate-up: weight on input; or null
+  int act;
+  float alpha, limit;
+  void* act_out;
+  int ld_act;
+  float* out;
+  int ldo;
+};
+
+// Grouped rasterization: 8 consecutive M tiles (mostly one expert) share each N tile, so a
+// weight tile is read from HBM once and then hit in L2 by its neighbours.
+__device__ __forceinline__ void tile_coords(int bid, int m_tiles, int n_tiles, int& m, int& n) {
+  constexpr int kGroup = 8;
+  const int per_group = kGroup * n_tiles;
+  const int g = bid / per_group;
+  const int first_m = g * kGroup;
+  const int gsize = min(m_tiles - first_m, kGroup);
+  const int r = bid - g * per_group;
+  m = first_m + r % gsize;
+  n = r / gsize;
+}
+
+}  // namespace moe::kernels

@@ -1,0 +1,171 @@
+// The grouped-GEMM launchers: the tile table (mma.sync rows, then wgmma rows), the choice of a
+// row from the expected rows per expert, argument checks, and the GemmParams each row's kernel
+// receives.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "tile_configs.h"
+
+namespace moe::kernels {
+namespace {
+
+struct Tables {
+  std::vector<TileConfig> gate_up, down;
+};
+const Tables& tables() {
+  static const Tables t = [] {
+    Tables r;
+    r.gate_up.assign(kMmaGateUpConfigs, kMmaGateUpConfigs + kMmaGateUpConfigCount);
+    r.gate_up.insert(r.gate_up.end(), kWgmmaGateUpConfigs,
+                     kWgmmaGateUpConfigs + kWgmmaGateUpConfigCount);
+    r.down.assign(kMmaDownConfigs, kMmaDownConfigs + kMmaDownConfigCount);
+    r.down.insert(r.down.end(), kWgmmaDownConfigs, kWgmmaDownConfigs + kWgmmaDownConfigCount);
+    return r;
+  }();
+  return t;
+}
+int find(const std::vector<TileConfig>& rows, const char* name) {
+  for (size_t i = 0; i < rows.size(); ++i)
+    if (std::strcmp(rows[i].name, name) == 0) return int(i);
+  return 0;
+}
+GemmConfigInfo info(const TileConfig& c) { return {c.name, c.block_m, c.out_cols, c.wgmma}; }
+int ceil_div(int64_t a, int64_t b) { return int((a + b - 1) / b); }
+
+// Down GEMM split-K: enough CTAs for two waves, each split still a few K tiles long.
+int pick_split(int64_t ctas, int k, int block_k, int sm_count) {
+  int split = 1;
+  while (ctas * split < 2 * int64_t(sm_count) && k / (2 * split) >= 4 * block_k && split < 16)
+    split *= 2;
+  return split;
+}
+
+}  // namespace
+
+int gate_up_config_count() { return int(tables().gate_up.size()); }
+int down_config_count() { return int(tables().down.size()); }
+GemmConfigInfo gate_up_config(int id) { return info(tables().gate_up.at(size_t(id))); }
+GemmConfigInfo down_config(int id) { return info(tables().down.at(size_t(id))); }
+
+bool wgmma_available() {
+  static const bool available = [] {
+    int* d_flag = nullptr;
+    int flag = 0;
+    if (cudaMalloc(&d_flag, sizeof(int)) != cudaSuccess) return false;
+    bool ok = cudaMemset(d_flag, 0, sizeof(int)) == cudaSuccess &&
+              launch_wgmma_probe(d_flag, nullptr) == cudaSuccess &&
+              cudaMemcpy(&flag, d_flag, sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess;
+    cudaFree(d_flag);
+    cudaGetLastError();  // a device without the sm_90a image fails the probe: not an error here
+    return ok && flag == 1;
+  }();
+  return available;
+}
+
+TileChoice choose_tiles(int slots, int num_local, int inter, int hidden, int sm_count,
+                        bool wgmma) {
+  const Tables& t = tables();
+  const double per_expert = double(slots) / std::max(1, num_local);
+  const int64_t active = std::max(1, std::min(num_local, slots));
+  TileChoice c;
+  if (per_expert <= 16) {
+    c.block_m = 16;
+    const int64_t tiles = std::max<int64_t>(active, ceil_div(slots, 16));
+    c.gate_up_cfg = find(t.gate_up, tiles * ceil_div(inter, 32) >= 2 * sm_count
+                                        ? "mma_m16n32k128"
+                                        : "mma_m16n16k128");
+    c.down_cfg = find(t.down, "mma_m16n64k128");
+    c.down_split_k = pick_split(tiles * ceil_div(hidden, 64), inter, 128, sm_count);
+  } else if (per_expert <= 40) {
+    c.block_m = 32;
+    const int64_t tiles = ceil_div(slots, 32) + active;
+    c.gate_up_cfg = find(t.gate_up, "mma_m32n32k64");
+    c.down_cfg = find(t.down, "mma_m32n64k64");
+    c.down_split_k = pick_split(tiles * ceil_div(hidden, 64), inter, 64, sm_count);
+  } else if (per_expert <= 96) {
+    c.block_m = 64;
+    const int64_t tiles = ceil_div(slots, 64) + active;
+    c.gate_up_cfg = find(t.gate_up, wgmma ? "wg_m64n64" : "mma_m64n64k64");
+    c.down_cfg = find(t.down, wgmma ? "wg_m64n128" : "mma_m64n128k64");
+    c.down_split_k = pick_split(tiles * ceil_div(hidden, 128), inter, 64, sm_count);
+  } else {
+    c.block_m = 128;
+    c.gate_up_cfg = find(t.gate_up, wgmma ? "wg_m128n128" : "mma_m128n64k32");
+    c.down_cfg = find(t.down, wgmma ? "wg_m128n256" : "mma_m128n128k32");
+    c.down_split_k = 1;
+  }
+  return c;
+}
+
+cudaError_t launch_gate_up(const GateUpArgs& a, int cfg, cudaStream_t stream) {
+  const Tables& t = tables();
+  if (cfg < 0 || cfg >= int(t.gate_up.size())) return cudaErrorInvalidValue;
+  const TileConfig& row = t.gate_up[size_t(cfg)];
+  if (row.wgmma && !wgmma_available()) return cudaErrorInvalidDeviceFunction;
+  if (a.n <= 0 || a.k <= 0 || a.k % 8 != 0 || a.ldx % 8 != 0 || a.ldx < a.k || a.top_k <= 0 ||
+      a.ld_act < a.n || a.ld_act % 8 != 0 || a.max_tiles <= 0 || !a.x || !a.w13 ||
+      !a.sorted_slots || !a.tile_expert || !a.num_tiles || !a.act_out)
+    return cudaErrorInvalidValue;
+  GemmParams p{};
+  p.a = a.x;
+  p.lda = a.ldx;
+  p.b = a.w13;
+  p.b_expert_stride = int64_t(2) * a.n * a.k;
+  p.ldb = a.k;
+  p.bias = a.w13_bias;
+  p.bias_expert_stride = 2 * a.n;
+  p.sorted_slots = a.sorted_slots;
+  p.tile_expert = a.tile_expert;
+  p.num_tiles = a.num_tiles;
+  p.max_tiles = a.max_tiles;
+  p.n_tiles = ceil_div(a.n, row.out_cols);
+  p.n = a.n;
+  p.k = a.k;
+  p.k_per_split = a.k;
+  p.top_k = a.top_k;
+  p.gate_row0 = a.up_first ? a.n : 0;
+  p.up_row0 = a.up_first ? 0 : a.n;
+  p.slot_weights = a.input_weights;
+  p.act = int(a.act);
+  p.alpha = a.swiglu_alpha;
+  p.limit = a.swiglu_limit;
+  p.act_out = a.act_out;
+  p.ld_act = a.ld_act;
+  return (a.dtype == ElemType::BF16 ? row.bf16 : row.f16)(p, 1, stream);
+}
+
+cudaError_t launch_down(const DownArgs& a, int cfg, cudaStream_t stream) {
+  const Tables& t = tables();
+  if (cfg < 0 || cfg >= int(t.down.size())) return cudaErrorInvalidValue;
+  const TileConfig& row = t.down[size_t(cfg)];
+  if (row.wgmma && !wgmma_available()) return cudaErrorInvalidDeviceFunction;
+  if (a.n <= 0 || a.k <= 0 || a.k % 8 != 0 || a.ld_act % 8 != 0 || a.ld_act < a.k ||
+      a.top_k <= 0 || a.ldo < a.n || a.max_tiles <= 0 || a.split_k <= 0 || !a.act || !a.w2 ||
+      !a.sorted_slots || !a.tile_expert || !a.num_tiles || !a.out)
+    return cudaErrorInvalidValue;
+  GemmParams p{};
+  p.a = a.act;
+  p.lda = a.ld_act;
+  p.b = a.w2;
+  p.b_expert_stride = int64_t(a.n) * a.k;
+  p.ldb = a.k;
+  p.bias = a.w2_bias;
+  p.bias_expert_stride = a.n;
+  p.sorted_slots = a.sorted_slots;
+  p.tile_expert = a.tile_expert;
+  p.num_tiles = a.num_tiles;
+  p.max_tiles = a.max_tiles;
+  p.n_tiles = ceil_div(a.n, row.out_cols);
+  p.n = a.n;
+  p.k = a.k;
+  const int per = ceil_div(ceil_div(a.k, a.split_k), row.block_k) * row.block_k;
+  p.k_per_split = per;
+  p.top_k = a.top_k;
+  p.slot_weights = a.slot_weights;
+  p.out = a.out;
+  p.ldo = a.ldo;
+  return (a.dtype == ElemType::BF16 ? row.bf16 : row.f16)(p, ceil_div(a.k, per), stream);
+}
+
+}  // namespace moe::kernels

@@ -1,0 +1,255 @@
+// Grouped GEMM on Hopper's warpgroup MMA (wgmma, sm_90a): one or two consumer warpgroups of 64
+// rows each, B tiles of 128 or 256 rows, BK = 64 (one 128-byte swizzle atom per row). Tiles are
+// loaded with cp.async into the 128B-swizzled layout that the wgmma shared-memory descriptors
+// read (16-byte chunk c of row r stored at chunk c ^ (r mod 8)); a STAGES-deep pipeline keeps
+// one wgmma group in flight while the next tiles load. Same epilogues as gemm_mma.cuh.
+#pragma once
+#include "device_utils.cuh"
+
+namespace moe::kernels {
+
+template <typename T>
+__device__ __forceinline__ void wgmma_m64n128k16(float* d, uint64_t desc_a, uint64_t desc_b);
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+template <>
+__device__ __forceinline__ void wgmma_m64n128k16<__nv_bfloat16>(float* d, uint64_t desc_a, uint64_t desc_b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "%64, %65, p, 1, 1, 0, 0;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), 
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), 
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), 
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), 
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), 
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), 
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), 
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(desc_a), "l"(desc_b), "r"(1));
+}
+
+template <>
+__device__ __forceinline__ void wgmma_m64n128k16<__half>(float* d, uint64_t desc_a, uint64_t desc_b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "%64, %65, p, 1, 1, 0, 0;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), 
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), 
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), 
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), 
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), 
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), 
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), 
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(desc_a), "l"(desc_b), "r"(1));
+}
+#else
+template <typename T>
+__device__ __forceinline__ void wgmma_m64n128k16(float*, uint64_t, uint64_t) {
+  __trap();  // never launched: wgmma_available() is false without the sm_90a instance
+}
+#endif
+
+__device__ __forceinline__ void wgmma_fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// cp.async writes through the generic proxy; wgmma reads through the async proxy.
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+// K-major operand, 128-byte swizzle: 8-row groups 1024 bytes apart (SBO); LBO unused.
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
+  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) |
+         (uint64_t(1) << 62);
+}
+__device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+
+template <typename T, int BM, int BN, int STAGES, bool GATE_UP>
+struct WgTile {
+  static constexpr int BK = 64;
+  static constexpr int kWarpGroups = BM / 64;
+  static constexpr int kThreads = kWarpGroups * 128;
+  static constexpr int kNB = BN / 128;
+  static constexpr int kAcc = kNB * 64;
+  static constexpr int kOutCols = GATE_UP ? BN / 2 : BN;
+  static constexpr int kABytes = BM * 128, kBBytes = BN * 128;
+  static constexpr int kStageBytes = kABytes + kBBytes;
+  static constexpr size_t kSmemBytes = size_t(STAGES) * kStageBytes + BM * 4 + 1024;
+  static_assert(BM == 64 || BM == 128, "one or two warpgroups");
+  static_assert(BN % 128 == 0, "B tile is whole n128 blocks");
+  static_assert(STAGES >= 3, "one wgmma group in flight needs three stages");
+  static_assert(sizeof(T) == 2, "16-bit operands");
+};
+
+template <typename T, int BM, int BN, int STAGES, bool GATE_UP>
+__global__ void __launch_bounds__(BM * 2, 1) wgmma_gemm_kernel(const GemmParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using C = WgTile<T, BM, BN, STAGES, GATE_UP>;
+  extern __shared__ uint8_t smem_raw[];
+  uint32_t base = smem_addr(smem_raw);
+  const uint32_t pad = (1024u - (base & 1023u)) & 1023u;  // swizzle atoms need 1024-alignment
+  base += pad;
+  int32_t* s_slot = reinterpret_cast<int32_t*>(smem_raw + pad + size_t(STAGES) * C::kStageBytes);
+
+  int m_tile, n_tile;
+  tile_coords(blockIdx.x, p.max_tiles, p.n_tiles, m_tile, n_tile);
+  if (m_tile >= *p.num_tiles) return;
+  const int split = blockIdx.y;
+  const int k_begin = split * p.k_per_split;
+  const int k_end = min(p.k, k_begin + p.k_per_split);
+  if (k_begin >= k_end && split > 0) return;
+  const int expert = p.tile_expert[m_tile];
+  const int tid = threadIdx.x, lane = tid % 32;
+  const int wg = tid / 128, warp_in_wg = (tid % 128) / 32;
+  for (int r = tid; r < BM; r += C::kThreads) s_slot[r] = p.sorted_slots[int64_t(m_tile) * BM + r];
+  __syncthreads();
+
+  const T* A = static_cast<const T*>(p.a);
+  const T* B = static_cast<const T*>(p.b) + expert * p.b_expert_stride;
+  const int col0 = n_tile * C::kOutCols;
+
+  auto load_tile = [&](int stage, int k0) {
+    const uint32_t sa = base + stage * C::kStageBytes, sb = sa + C::kABytes;
+#pragma unroll
+    for (int c = tid; c < BM * 8; c += C::kThreads) {
+      const int row = c >> 3, ch = c & 7;
+      const int k = k0 + ch * 8;
+      const int slot = s_slot[row];
+      const bool valid = slot >= 0 && k < k_end;
+      const T* src = A;
+      if (valid)
+        src = GATE_UP ? A + int64_t(slot / p.top_k) * p.lda + k
+                      : A + (int64_t(m_tile) * BM + row) * p.lda + k;
+      cp_async_16(sa + row * 128 + ((ch ^ (row & 7)) << 4), src, valid);
+    }
+#pragma unroll
+    for (int c = tid; c < BN * 8; c += C::kThreads) {
+      const int row = c >> 3, ch = c & 7;
+      const int k = k0 + ch * 8;
+      int col, wrow;
+      if (GATE_UP) {
+        col = col0 + row % C::kOutCols;
+        wrow = (row < C::kOutCols ? p.gate_row0 : p.up_row0) + col;
+      } else {
+        col = col0 + row;
+        wrow = col;
+      }
+      const bool valid = col < p.n && k < k_end;
+      const T* src = valid ? B + int64_t(wrow) * p.ldb + k : B;
+      cp_async_16(sb + row * 128 + ((ch ^ (row & 7)) << 4), src, valid);
+    }
+  };
+
+  float acc[C::kAcc];
+#pragma unroll
+  for (int i = 0; i < C::kAcc; ++i) acc[i] = 0.0f;
+
+  const int KT = k_end > k_begin ? (k_end - k_begin + C::BK - 1) / C::BK : 0;
+#pragma unroll
+  for (int s = 0; s < STAGES - 2; ++s) {
+    if (s < KT) load_tile(s, k_begin + s * C::BK);
+    cp_async_commit();
+  }
+  for (int kt = 0; kt < KT; ++kt) {
+    cp_async_wait<STAGES - 3>();
+    fence_proxy_async();
+    __syncthreads();  // tile kt visible to all; every warpgroup finished wgmma kt-2
+    const int nt = kt + STAGES - 2;
+    if (nt < KT) load_tile(nt % STAGES, k_begin + nt * C::BK);
+    cp_async_commit();
+    const uint32_t sa = base + (kt % STAGES) * C::kStageBytes + wg * 64 * 128;
+    const uint32_t sb = base + (kt % STAGES) * C::kStageBytes + C::kABytes;
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+      for (int nb = 0; nb < C::kNB; ++nb)
+        wgmma_m64n128k16<T>(acc + nb * 64, sw128_desc(sa + kk * 32),
+                            sw128_desc(sb + nb * 128 * 128 + kk * 32));
+    wgmma_commit();
+    wgmma_wait<1>();
+  }
+  wgmma_wait<0>();
+  cp_async_wait<0>();
+#pragma unroll
+  for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
+
+  const T* bias =
+      p.bias ? static_cast<const T*>(p.bias) + int64_t(expert) * p.bias_expert_stride : nullptr;
+  constexpr int kPairs = GATE_UP ? C::kAcc / 2 : C::kAcc;
+#pragma unroll
+  for (int f = 0; f < kPairs; f += 2) {
+    const int row = wg * 64 + warp_in_wg * 16 + lane / 4 + 8 * ((f % 4) / 2);
+    const int col = col0 + 8 * (f / 4) + 2 * (lane % 4);
+    const int slot = s_slot[row];
+    const int64_t prow = int64_t(m_tile) * BM + row;
+    if constexpr (GATE_UP) {
+      if (col >= p.ld_act) continue;
+      float v0 = 0.0f, v1 = 0.0f;
+      if (slot >= 0) {
+        const float w = p.slot_weights ? p.slot_weights[slot] : 1.0f;
+        float g0 = acc[f] * w, g1 = acc[f + 1] * w;
+        float u0 = acc[f + C::kAcc / 2] * w, u1 = acc[f + 1 + C::kAcc / 2] * w;
+        if (bias) {
+          if (col < p.n) {
+            g0 += ElemOps<T>::to_float(bias[p.gate_row0 + col]);
+            u0 += ElemOps<T>::to_float(bias[p.up_row0 + col]);
+          }
+          if (col + 1 < p.n) {
+            g1 += ElemOps<T>::to_float(bias[p.gate_row0 + col + 1]);
+            u1 += ElemOps<T>::to_float(bias[p.up_row0 + col + 1]);
+          }
+        }
+        v0 = col < p.n ? apply_act(p.act, g0, u0, p.alpha, p.limit) : 0.0f;
+        v1 = col + 1 < p.n ? apply_act(p.act, g1, u1, p.alpha, p.limit) : 0.0f;
+      }
+      T* dst = static_cast<T*>(p.act_out) + prow * p.ld_act + col;
+      if (col + 1 < p.ld_act)
+        *reinterpret_cast<uint32_t*>(dst) = ElemOps<T>::pack2(v0, v1);
+      else
+        *dst = ElemOps<T>::from_float(v0);
+    } else {
+      if (slot < 0 || col >= p.n) continue;
+      const float w = p.slot_weights ? p.slot_weights[slot] : 1.0f;
+      const bool add_bias = bias && split == 0;
+      const float b0 = add_bias ? ElemOps<T>::to_float(bias[col]) : 0.0f;
+      const float b1 = add_bias && col + 1 < p.n ? ElemOps<T>::to_float(bias[col + 1]) : 0.0f;
+      float* o = p.out + int64_t(slot / p.top_k) * p.ldo + col;
+      const float v0 = w * (acc[f] + b0), v1 = w * (acc[f + 1] + b1);
+      if (col + 1 < p.n && (p.ldo % 2) == 0) {
+        atomic_add2(o, v0, v1);
+      } else {
+        atomicAdd(o, v0);
+        if (col + 1 < p.n) atomicAdd(o + 1, v1);
+      }
+    }
+  }
+#endif
+}
+
+template <typename T, int BM, int BN, int STAGES, bool GATE_UP>
+cudaError_t launch_wgmma_gemm(const GemmParams& p, int split_k, cudaStream_t stream) {
+  using C = WgTile<T, BM, BN, STAGES, GATE_UP>;
+  auto kernel = wgmma_gemm_kernel<T, BM, BN, STAGES, GATE_UP>;
+  static const cudaError_t attr = cudaFuncSetAttribute(
+      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes));
+  if (attr != cudaSuccess) return attr;
+  const dim3 grid(unsigned(p.max_tiles) * unsigned(p.n_tiles), unsigned(split_k));
+  kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace moe::kernels

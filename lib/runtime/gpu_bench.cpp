@@ -1,0 +1,470 @@
+// `moe-tool bench`: see gpu_bench.h. The timed region is what vLLM's fused_experts covers for
+// the peers in perf-anchors.md: given top-k ids and weights, align, gate-up (+activation),
+// down (+weights, top-k sum), including zeroing the float32 output.
+#include "runtime/gpu_bench.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+
+#ifdef MOE_HAVE_CUDA
+#include <cublas_v2.h>
+
+#include <filesystem>
+#include <functional>
+#include <set>
+
+#include "core/progress.h"
+#include "runtime/device_info.h"
+#include "runtime/gpu_moe.h"
+#include "shard/shard_set.h"
+#endif
+
+namespace moe {
+
+const std::vector<BenchShape>& bench_shapes() {
+  static const std::vector<BenchShape> kShapes = {
+      {"mixtral", 8, 2, 4096, 14336},
+      {"qwen3-30b", 128, 8, 2048, 768},
+      {"deepseek-v3-tp8", 256, 8, 7168, 256},
+      {"gpt-oss-120b", 128, 4, 2880, 2880},
+  };
+  return kShapes;
+}
+
+const BenchShape* find_bench_shape(const std::string& name) {
+  for (const auto& s : bench_shapes())
+    if (s.name == name) return &s;
+  return nullptr;
+}
+
+nlohmann::json bench_to_json(const BenchReport& r) {
+  nlohmann::json j;
+  j["shape"] = {{"name", r.shape.name}, {"experts", r.shape.experts}, {"top_k", r.shape.top_k},
+                {"hidden", r.shape.hidden}, {"intermediate", r.shape.inter}};
+  j["dtype"] = r.dtype;
+  j["device"] = r.device;
+  j["ceilings"] = {{"hbm_gbs", r.hbm_gbs}, {"tensor_tflops", r.tensor_tflops}};
+  j["weight_sets"] = r.weight_sets;
+  j["wgmma"] = r.wgmma;
+  j["cells"] = nlohmann::json::array();
+  for (const auto& c : r.cells) {
+    nlohmann::json jc = {{"tokens", c.tokens},          {"us", c.us},
+                         {"us_spread", c.us_spread},    {"tflops", c.tflops},
+                         {"weight_gbs", c.weight_gbs},  {"floor_us", c.floor_us},
+                         {"x_floor", c.x_floor},        {"experts_touched", c.experts_touched},
+                         {"bytes_touched", c.bytes_touched}, {"gate_up_cfg", c.gate_up_cfg},
+                         {"down_cfg", c.down_cfg},      {"split_k", c.split_k}};
+    if (c.check_rel_l2 >= 0) jc["check"] = {{"rel_l2", c.check_rel_l2}, {"max_abs", c.check_max_abs}};
+    if (!c.sweep.empty()) {
+      jc["sweep"] = nlohmann::json::array();
+      for (const auto& s : c.sweep)
+        jc["sweep"].push_back(
+            {{"gate_up", s.gate_up}, {"down", s.down}, {"split_k", s.split_k}, {"us", s.us}});
+    }
+    j["cells"].push_back(jc);
+  }
+  return j;
+}
+
+#ifndef MOE_HAVE_CUDA
+
+BenchReport run_bench(const BenchOptions&) {
+  fail(ErrorCode::Cuda, "", "", "moe-tool was built without CUDA");
+}
+
+#else
+
+namespace {
+
+void cublas_check(cublasStatus_t st, const char* what) {
+  MOE_CHECK(st == CUBLAS_STATUS_SUCCESS, Cuda, "", "",
+            std::string(what) + ": cuBLAS status " + std::to_string(int(st)));
+}
+
+float elapsed_ms(const CudaEvent& a, const CudaEvent& b) {
+  float ms = 0;
+  cuda_check(cudaEventElapsedTime(&ms, a.get(), b.get()), "cudaEventElapsedTime");
+  return ms;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+double quantile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[size_t(q * double(v.size() - 1))];
+}
+
+// Bytes read + written by a large device-to-device copy, per second.
+double measure_hbm_gbs(cudaStream_t s) {
+  size_t free_b = 0, total_b = 0;
+  cuda_check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
+  const size_t bytes = std::min<size_t>(size_t(2) << 30, free_b / 4) & ~size_t(4095);
+  DeviceBuffer a(bytes), b(bytes);
+  cuda_check(kernels::launch_fill_normal(a.data(), kernels::ElemType::BF16, int64_t(bytes / 2),
+                                         1.0f, 7, s),
+             "fill copy source");
+  CudaEvent e0, e1;
+  for (int i = 0; i < 2; ++i)
+    cuda_check(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, s), "d2d copy");
+  std::vector<double> gbs;
+  for (int i = 0; i < 10; ++i) {
+    cuda_check(cudaEventRecord(e0.get(), s), "event");
+    cuda_check(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, s), "d2d copy");
+    cuda_check(cudaEventRecord(e1.get(), s), "event");
+    cuda_check(cudaEventSynchronize(e1.get()), "event sync");
+    gbs.push_back(2.0 * double(bytes) / (elapsed_ms(e0, e1) * 1e-3) / 1e9);
+  }
+  return median(gbs);
+}
+
+// bf16 8192^3 GEMM through cuBLAS on random data.
+double measure_tensor_tflops(cudaStream_t s) {
+  const int n = 8192;
+  const size_t elems = size_t(n) * n;
+  DeviceBuffer a(elems * 2), b(elems * 2), c(elems * 2);
+  cuda_check(kernels::launch_fill_normal(a.data(), kernels::ElemType::BF16, int64_t(elems), 1.0f, 11, s), "fill A");
+  cuda_check(kernels::launch_fill_normal(b.data(), kernels::ElemType::BF16, int64_t(elems), 1.0f, 12, s), "fill B");
+  cublasHandle_t h = nullptr;
+  cublas_check(cublasCreate(&h), "cublasCreate");
+  std::vector<double> tf;
+  try {
+    cublas_check(cublasSetStream(h, s), "cublasSetStream");
+    const float alpha = 1.0f, beta = 0.0f;
+    auto gemm = [&] {
+      cublas_check(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, a.data(), CUDA_R_16BF,
+                                n, b.data(), CUDA_R_16BF, n, &beta, c.data(), CUDA_R_16BF, n,
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   "cublasGemmEx");
+    };
+    for (int i = 0; i < 3; ++i) gemm();
+    CudaEvent e0, e1;
+    for (int i = 0; i < 10; ++i) {
+      cuda_check(cudaEventRecord(e0.get(), s), "event");
+      gemm();
+      cuda_check(cudaEventRecord(e1.get(), s), "event");
+      cuda_check(cudaEventSynchronize(e1.get()), "event sync");
+      tf.push_back(2.0 * double(n) * n * n / (elapsed_ms(e0, e1) * 1e-3) / 1e12);
+    }
+  } catch (...) {
+    cublasDestroy(h);
+    throw;
+  }
+  cublasDestroy(h);
+  return median(tf);
+}
+
+struct Timing {
+  double us = 0, spread = 0;
+};
+
+// Captures `calls` invocations of body into one CUDA graph, replays it, returns the median
+// time per call.
+Timing time_graph(const std::function<void(cudaStream_t, int)>& body, cudaStream_t s,
+                  int calls = 10, double budget_s = 0.25) {
+  cudaGraph_t graph = nullptr;
+  cuda_check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "begin graph capture");
+  try {
+    for (int i = 0; i < calls; ++i) body(s, i);
+  } catch (...) {
+    cudaStreamEndCapture(s, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    throw;
+  }
+  cuda_check(cudaStreamEndCapture(s, &graph), "end graph capture");
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  cuda_check(inst, "cudaGraphInstantiate");
+  Timing t;
+  try {
+    CudaEvent e0, e1;
+    for (int i = 0; i < 2; ++i) cuda_check(cudaGraphLaunch(exec, s), "graph launch (warm-up)");
+    cuda_check(cudaEventRecord(e0.get(), s), "event");
+    cuda_check(cudaGraphLaunch(exec, s), "graph launch");
+    cuda_check(cudaEventRecord(e1.get(), s), "event");
+    cuda_check(cudaEventSynchronize(e1.get()), "graph replay");
+    const double first_ms = elapsed_ms(e0, e1);
+    const int replays = std::clamp(int(budget_s * 1e3 / std::max(first_ms, 1e-3)), 7, 60);
+    std::vector<double> us;
+    for (int r = 0; r < replays; ++r) {
+      cuda_check(cudaEventRecord(e0.get(), s), "event");
+      cuda_check(cudaGraphLaunch(exec, s), "graph launch");
+      cuda_check(cudaEventRecord(e1.get(), s), "event");
+      cuda_check(cudaEventSynchronize(e1.get()), "graph replay");
+      us.push_back(elapsed_ms(e0, e1) * 1e3 / calls);
+    }
+    t.us = median(us);
+    t.spread = t.us > 0 ? (quantile(us, 0.9) - quantile(us, 0.1)) / t.us : 0;
+  } catch (...) {
+    cudaGraphExecDestroy(exec);
+    throw;
+  }
+  cudaGraphExecDestroy(exec);
+  return t;
+}
+
+struct WeightSet {
+  GpuExperts experts;
+};
+
+GpuExperts synthetic_experts(const BenchShape& sh, kernels::ElemType dtype, uint64_t seed,
+                             cudaStream_t s) {
+  GpuExperts e;
+  e.dtype = dtype;
+  e.num_local = sh.experts;
+  e.inter = sh.inter;
+  e.inter_ld = round_up8(sh.inter);
+  e.hidden = sh.hidden;
+  e.hidden_ld = round_up8(sh.hidden);
+  const int64_t n13 = int64_t(sh.experts) * 2 * e.inter * e.hidden_ld;
+  const int64_t n2 = int64_t(sh.experts) * e.hidden * e.inter_ld;
+  e.w13.ensure(size_t(n13) * 2);
+  e.w2.ensure(size_t(n2) * 2);
+  cuda_check(kernels::launch_fill_normal(e.w13.data(), dtype, n13, 0.02f, seed, s), "fill w13");
+  cuda_check(kernels::launch_fill_normal(e.w2.data(), dtype, n2, 0.02f, seed + 1, s), "fill w2");
+  return e;
+}
+
+std::vector<int> candidate_block_m(double per_expert) {
+  std::vector<int> out;
+  for (int bm : {16, 32, 64, 128})
+    if (bm <= 4 * std::max(per_expert, 4.0) && bm >= per_expert / 8) out.push_back(bm);
+  return out;
+}
+
+}  // namespace
+
+BenchReport run_bench(const BenchOptions& opts) {
+  const GpuInfo info = query_gpu();
+  MOE_CHECK(info.available, Cuda, "", "", info.reason);
+  MOE_CHECK(opts.dtype == "bf16" || opts.dtype == "fp16", InvalidArgument, "", "",
+            "--dtype must be bf16 or fp16, not '" + opts.dtype + "'");
+  BenchReport rep;
+  rep.device = info.name;
+  rep.wgmma = kernels::wgmma_available();
+  CudaStream stream;
+  cudaStream_t s = stream.get();
+
+  if (opts.measure_ceilings) {
+    rep.hbm_gbs = measure_hbm_gbs(s);
+    rep.tensor_tflops = measure_tensor_tflops(s);
+  }
+
+  // Weights: synthetic sets, or one rank-layer of a real shard set / checkpoint.
+  std::vector<WeightSet> sets;
+  GpuRouteTable table;
+  BenchShape shape = opts.shape;
+  kernels::ElemType dtype =
+      opts.dtype == "fp16" ? kernels::ElemType::F16 : kernels::ElemType::BF16;
+  kernels::ActKind act = kernels::ActKind::SiluAndMul;
+  float alpha = 1.702f, limit = 7.0f;
+  if (!opts.source.empty()) {
+    const bool is_set = std::filesystem::exists(std::filesystem::path(opts.source) / "manifest.json");
+    ShardSet set = is_set ? ShardSet::open(opts.source) : ShardSet::from_checkpoint(opts.source);
+    const ModelProfile& prof = set.profile();
+    MOE_CHECK(!prof.moe_layers.empty(), InvalidArgument, opts.source, "", "no MoE layers");
+    const int layer = opts.layer >= 0 ? opts.layer : prof.moe_layers.front();
+    MOE_CHECK(opts.rank >= 0 && opts.rank < int(set.ranks().size()), InvalidArgument,
+              opts.source, "", "--rank " + std::to_string(opts.rank) + " out of range");
+    const RankInfo& ri = set.ranks()[size_t(opts.rank)];
+    const RankLayer& rl = set.layer(ri.rank, layer);
+    StagingLoader loader;
+    Progress progress("upload", 0, opts.quiet);
+    WeightSet w{upload_routed_experts(rl, set.geometry(), loader, ri.file)};
+    progress.add(loader.bytes_uploaded());
+    progress.finish();
+    table = upload_route_table(rl, prof.num_experts, s, ri.file);
+    dtype = w.experts.dtype;
+    shape = {prof.model_type + " layer " + std::to_string(layer) + " rank " +
+                 std::to_string(ri.rank),
+             prof.num_experts, prof.top_k, w.experts.hidden, w.experts.inter};
+    act = act_kind_of(prof.activation);
+    alpha = prof.swiglu_alpha;
+    limit = prof.swiglu_limit;
+    sets.push_back(std::move(w));
+  } else {
+    MOE_CHECK(shape.experts > 0 && shape.top_k > 0 && shape.top_k <= shape.experts &&
+                  shape.hidden > 0 && shape.inter > 0,
+              InvalidArgument, "", "", "bench shape needs experts, top-k, hidden, intermediate > 0");
+    const double set_bytes = double(shape.experts) * 3.0 * shape.hidden * shape.inter * 2.0;
+    size_t free_b = 0, total_b = 0;
+    cuda_check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
+    int n = std::max(1, opts.weight_sets);
+    while (n > 1 && double(n) * set_bytes > 0.7 * double(free_b)) --n;
+    for (int i = 0; i < n; ++i) sets.push_back({synthetic_experts(shape, dtype, 1000 + 17 * i, s)});
+    table = identity_route_table(shape.experts, s);
+  }
+  rep.shape = shape;
+  rep.dtype = dtype == kernels::ElemType::BF16 ? "bf16" : "fp16";
+  rep.weight_sets = int(sets.size());
+  const GpuExperts& w0 = sets.front().experts;
+  const int E = shape.experts, K = shape.top_k;
+
+  MoeWorkspace ws;
+  DeviceBuffer x, logits, ids, weights, out, naive_out, scratch;
+  for (int T : opts.tokens) {
+    MOE_CHECK(T > 0, InvalidArgument, "", "", "--tokens entries must be positive");
+    BenchCell cell;
+    cell.tokens = T;
+    x.ensure(size_t(T) * w0.hidden_ld * 2);
+    logits.ensure(size_t(T) * E * 4);
+    ids.ensure(size_t(T) * K * 4);
+    weights.ensure(size_t(T) * K * 4);
+    out.ensure(size_t(T) * w0.hidden * 4);
+    cuda_check(kernels::launch_fill_normal(x.data(), dtype, int64_t(T) * w0.hidden_ld, 1.0f,
+                                           5000 + T, s), "fill x");
+    // Softmax top-k on random logits (renormalized), as perf-anchors.md.
+    cuda_check(kernels::launch_fill_normal_f32(logits.as<float>(), int64_t(T) * E, 1.0f, 9000 + T, s),
+               "fill logits");
+    kernels::RoutingParams rp;
+    cuda_check(kernels::launch_topk(logits.as<float>(), nullptr, rp, T, E, K, ids.as<int32_t>(),
+                                    weights.as<float>(), s),
+               "top-k");
+    ExpertInputs in;
+    in.ldx = w0.hidden_ld;
+    in.x = x.data();
+    in.tokens = T;
+    in.top_k = K;
+    in.topk_ids = ids.as<int32_t>();
+    in.topk_weights = weights.as<float>();
+    in.act = act;
+    in.swiglu_alpha = alpha;
+    in.swiglu_limit = limit;
+    in.out = out.as<float>();
+    in.ldo = w0.hidden;
+
+    auto call = [&](cudaStream_t st, int i, const kernels::TileChoice& tc) {
+      cuda_check(cudaMemsetAsync(out.data(), 0, size_t(T) * w0.hidden * 4, st), "zero output");
+      run_routed_experts(sets[size_t(i) % sets.size()].experts, table, in, ws, st, &tc);
+    };
+    const kernels::TileChoice tc = default_tiles(w0, T, K);
+    // Untimed run with set 0: sizes the workspace (nothing allocates inside the graph), gives
+    // the slot -> local expert map for the bytes touched, and the output for the check.
+    cuda_check(kernels::launch_fill_nan_f32(out.as<float>(), int64_t(T) * w0.hidden, s), "poison");
+    call(s, 0, tc);
+    std::vector<int32_t> slot_expert(size_t(T) * K);
+    copy_to_host(slot_expert.data(), ws.slot_expert.data(), slot_expert.size() * 4, s);
+    std::set<int32_t> touched;
+    int64_t local_slots = 0;
+    for (int32_t e : slot_expert)
+      if (e >= 0) {
+        touched.insert(e);
+        ++local_slots;
+      }
+    cell.experts_touched = int(touched.size());
+    cell.bytes_touched = double(touched.size()) * 3.0 * shape.hidden * shape.inter * 2.0;
+    const double flops = 2.0 * double(local_slots) * 3.0 * shape.hidden * shape.inter;
+
+    if (T <= opts.check_max_tokens) {
+      std::vector<float> fast(size_t(T) * w0.hidden), ref(fast.size());
+      copy_to_host(fast.data(), out.data(), fast.size() * 4, s);
+      naive_out.ensure(fast.size() * 4);
+      scratch.ensure(size_t(T) * K * w0.inter * 4);
+      cuda_check(cudaMemsetAsync(naive_out.data(), 0, fast.size() * 4, s), "zero naive output");
+      kernels::NaiveMoeArgs na;
+      na.dtype = dtype;
+      na.act = act;
+      na.swiglu_alpha = alpha;
+      na.swiglu_limit = limit;
+      na.x = x.data();
+      na.ldx = w0.hidden_ld;
+      na.w13 = w0.w13.data();
+      na.w2 = w0.w2.data();
+      na.w13_bias = w0.w13_bias.empty() ? nullptr : w0.w13_bias.data();
+      na.w2_bias = w0.w2_bias.empty() ? nullptr : w0.w2_bias.data();
+      na.up_first = w0.up_first;
+      na.inter = w0.inter;
+      na.hidden = w0.hidden;
+      na.ld_w13 = w0.hidden_ld;
+      na.ld_w2 = w0.inter_ld;
+      na.tokens = T;
+      na.top_k = K;
+      na.slot_expert = ws.slot_expert.as<int32_t>();
+      na.slot_weights = weights.as<float>();
+      na.scratch = scratch.as<float>();
+      na.out = naive_out.as<float>();
+      na.ldo = w0.hidden;
+      cuda_check(kernels::launch_naive_moe(na, s), "naive oracle");
+      copy_to_host(ref.data(), naive_out.data(), ref.size() * 4, s);
+      double num = 0, den = 0, mx = 0;
+      for (size_t i = 0; i < ref.size(); ++i) {
+        const double d = double(fast[i]) - double(ref[i]);
+        num += d * d;
+        den += double(ref[i]) * ref[i];
+        mx = std::max(mx, std::isfinite(d) ? std::fabs(d) : INFINITY);
+      }
+      cell.check_rel_l2 = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+      if (!std::isfinite(num)) cell.check_rel_l2 = INFINITY;
+      cell.check_max_abs = mx;
+    }
+
+    for (size_t i = 1; i < sets.size(); ++i) call(s, int(i), tc);  // warm every set
+    const Timing t = time_graph([&](cudaStream_t st, int i) { call(st, i, tc); }, s);
+    cell.us = t.us;
+    cell.us_spread = t.spread;
+    cell.gate_up_cfg = kernels::gate_up_config(tc.gate_up_cfg).name;
+    cell.down_cfg = kernels::down_config(tc.down_cfg).name;
+    cell.split_k = tc.down_split_k;
+    cell.tflops = flops / (t.us * 1e-6) / 1e12;
+    cell.weight_gbs = cell.bytes_touched / (t.us * 1e-6) / 1e9;
+    if (rep.hbm_gbs > 0 && rep.tensor_tflops > 0) {
+      cell.floor_us = std::max(cell.bytes_touched / (rep.hbm_gbs * 1e9),
+                               flops / (rep.tensor_tflops * 1e12)) * 1e6;
+      cell.x_floor = cell.us / cell.floor_us;
+    }
+
+    if (opts.sweep) {
+      // Two stages per block height: best gate-up with the default down, then best down/split.
+      const double per_expert = double(T) * K / std::max(1, w0.num_local);
+      for (int bm : candidate_block_m(per_expert)) {
+        kernels::TileChoice base = kernels::choose_tiles(bm * w0.num_local, w0.num_local,
+                                                         w0.inter_ld, w0.hidden, info.sm_count,
+                                                         rep.wgmma);
+        if (base.block_m != bm) continue;
+        base.down_split_k = tc.block_m == bm ? tc.down_split_k : base.down_split_k;
+        double best = 1e30;
+        kernels::TileChoice best_tc = base;
+        auto try_tc = [&](const kernels::TileChoice& c) {
+          call(s, 0, c);  // first use outside the graph
+          const Timing tt = time_graph([&](cudaStream_t st, int i) { call(st, i, c); }, s, 10, 0.05);
+          cell.sweep.push_back({kernels::gate_up_config(c.gate_up_cfg).name,
+                                kernels::down_config(c.down_cfg).name, c.down_split_k, tt.us});
+          if (tt.us < best) {
+            best = tt.us;
+            best_tc = c;
+          }
+        };
+        for (int g = 0; g < kernels::gate_up_config_count(); ++g) {
+          const auto gi = kernels::gate_up_config(g);
+          if (gi.block_m != bm || (gi.wgmma && !rep.wgmma)) continue;
+          kernels::TileChoice c = base;
+          c.gate_up_cfg = g;
+          try_tc(c);
+        }
+        const kernels::TileChoice with_gu = best_tc;
+        for (int d = 0; d < kernels::down_config_count(); ++d) {
+          const auto di = kernels::down_config(d);
+          if (di.block_m != bm || (di.wgmma && !rep.wgmma)) continue;
+          for (int split : {1, 2, 4, 8}) {
+            if (split > 1 && w0.inter_ld / split < 256) continue;
+            kernels::TileChoice c = with_gu;
+            c.down_cfg = d;
+            c.down_split_k = split;
+            if (d == with_gu.down_cfg && split == with_gu.down_split_k) continue;
+            try_tc(c);
+          }
+        }
+      }
+    }
+    rep.cells.push_back(std::move(cell));
+  }
+  return rep;
+}
+
+#endif
+
+}  // namespace moe

@@ -1,0 +1,180 @@
+// `run --device cuda` end to end: the CUDA backend (lib/runtime/cuda_backend.cpp) against the
+// float64 reference (lib/reference) on synthetic checkpoints of every family and on shard sets
+// of a spread of plans (TP, EP, redundant replicas, both placements, padding, w13 order), at odd
+// token counts. Without a GPU it checks the backend's error and exits 77 (skipped).
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "core/error.h"
+#include "model/synthetic.h"
+#include "reference/run_report.h"
+#include "runtime/backend.h"
+#include "runtime/device_info.h"
+#include "shard/convert.h"
+#include "support/temp_dir.h"
+
+using namespace moe;
+using namespace moe::test;
+
+namespace {
+
+// Without a device: make_cuda_backend() must throw Error{Cuda} carrying the reason; then skip.
+const int kGpuChecked = [] {
+  const GpuInfo info = query_gpu();
+  if (info.available) return 0;
+  try {
+    make_cuda_backend();
+    std::fprintf(stderr, "make_cuda_backend() did not throw without a GPU\n");
+    std::exit(1);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::Cuda) {
+      std::fprintf(stderr, "make_cuda_backend() threw %s, not Cuda\n", error_code_name(e.code()));
+      std::exit(1);
+    }
+  }
+  const bool prefixed = info.reason.rfind("no CUDA device", 0) == 0;
+  std::fprintf(stderr, "skipped: %s%s\n", prefixed ? "" : "no CUDA device: ", info.reason.c_str());
+  std::exit(77);
+}();
+
+constexpr Family kFamilies[] = {Family::Mixtral,    Family::Qwen2Moe,   Family::Qwen3Moe,
+                                Family::DeepseekV2, Family::DeepseekV3, Family::Glm4Moe,
+                                Family::Olmoe,      Family::GraniteMoe, Family::Llama4,
+                                Family::GptOss,     Family::Ernie45Moe};
+
+SyntheticSpec spec_for(Family f, uint64_t seed, DType dtype = DType::BF16) {
+  SyntheticSpec s;
+  s.family = f;
+  s.dtype = dtype;
+  s.num_layers = 2;
+  s.hidden_size = 40;
+  s.moe_intermediate_size = 12;
+  s.dense_intermediate_size = 16;
+  s.num_experts = 10;
+  s.top_k = 3;
+  s.vocab_size = 16;
+  s.seed = seed;
+  s.threads = 1;
+  return s;
+}
+
+RunOptions quiet_run(int tokens) {
+  RunOptions o;
+  o.tokens = tokens;
+  o.threads = 2;
+  o.quiet = true;
+  return o;
+}
+
+void check_all_pass(const RunReport& r, size_t layers) {
+  REQUIRE(r.layers.size() == layers);
+  CHECK(r.backend == "cuda");
+  for (const LayerResult& l : r.layers) {
+    INFO("layer " << l.layer << " rel_l2 " << l.metrics.rel_l2 << " routing agreement "
+                  << l.routing_agreement << " note " << l.note);
+    CHECK(l.pass);
+    CHECK(l.metrics.finite);
+    CHECK(l.metrics.rel_l2 > 0);  // bf16 activations: a real, nonzero error
+    CHECK(l.metrics.ref_max_abs > 0);
+    CHECK(l.routing_agreement >= 0.9);
+  }
+  CHECK(r.pass);
+}
+
+ConvertOptions convert_opts(int tp, int ep, int redundant, Placement placement,
+                            int64_t pad_hidden, int64_t pad_inter, W13Order order) {
+  ConvertOptions o;
+  o.plan.tp = tp;
+  o.plan.ep = ep;
+  o.plan.redundant_experts = redundant;
+  o.plan.placement = placement;
+  o.plan.pad_hidden_to = pad_hidden;
+  o.plan.pad_intermediate_to = pad_inter;
+  o.plan.w13_order = order;
+  o.threads = 1;
+  o.quiet = true;
+  o.moe_only = true;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("cuda backend on a checkpoint passes for every family", "[gpu][backend]") {
+  TempDir tmp;
+  uint64_t seed = 140;
+  auto backend = make_cuda_backend();
+  for (Family f : kFamilies) {
+    for (int tokens : {1, 19, 111}) {
+      INFO("family " << family_name(f) << ", " << tokens << " tokens");
+      const std::string ckpt = tmp / (std::string(family_name(f)) + std::to_string(tokens));
+      write_synthetic_checkpoint(ckpt, spec_for(f, ++seed));
+      const ShardSet set = ShardSet::from_checkpoint(ckpt);
+      check_all_pass(run_check(set, *backend, ckpt, quiet_run(tokens)),
+                     set.profile().moe_layers.size());
+    }
+  }
+}
+
+TEST_CASE("cuda backend on fp16 checkpoints passes", "[gpu][backend]") {
+  TempDir tmp;
+  auto backend = make_cuda_backend();
+  for (Family f : {Family::Mixtral, Family::GptOss, Family::DeepseekV3}) {
+    INFO("family " << family_name(f));
+    const std::string ckpt = tmp / family_name(f);
+    write_synthetic_checkpoint(ckpt, spec_for(f, 3, DType::F16));
+    const ShardSet set = ShardSet::from_checkpoint(ckpt);
+    check_all_pass(run_check(set, *backend, ckpt, quiet_run(37)), set.profile().moe_layers.size());
+  }
+}
+
+TEST_CASE("cuda backend on shard sets of a spread of plans passes", "[gpu][backend]") {
+  struct Plan {
+    int tp, ep, redundant;
+    Placement placement;
+    int64_t pad_hidden, pad_inter;
+    W13Order order;
+  };
+  const Plan plans[] = {
+      {2, 2, 2, Placement::Linear, 0, 0, W13Order::GateUp},
+      {3, 1, 0, Placement::Linear, 0, 8, W13Order::UpGate},       // tp 3 of I = 12, padded
+      {1, 3, 1, Placement::RoundRobin, 64, 0, W13Order::GateUp},  // uneven EP, padded hidden
+      {2, 2, 3, Placement::RoundRobin, 16, 4, W13Order::UpGate},
+      {4, 1, 0, Placement::Linear, 0, 0, W13Order::GateUp},       // I_r = 3: K padded to 8
+  };
+  const Family families[] = {Family::Qwen2Moe, Family::DeepseekV3, Family::GptOss,
+                             Family::Llama4, Family::Ernie45Moe};
+  TempDir tmp;
+  uint64_t seed = 170;
+  auto backend = make_cuda_backend();
+  for (Family f : families) {
+    const std::string ckpt = tmp / (std::string(family_name(f)) + "-ckpt");
+    write_synthetic_checkpoint(ckpt, spec_for(f, ++seed));
+    int idx = 0;
+    for (const Plan& p : plans) {
+      INFO("family " << family_name(f) << " plan " << idx << " tp " << p.tp << " ep " << p.ep
+                     << " redundant " << p.redundant);
+      const std::string out = tmp / (std::string(family_name(f)) + "-" + std::to_string(idx++));
+      convert_checkpoint(ckpt, out,
+                         convert_opts(p.tp, p.ep, p.redundant, p.placement, p.pad_hidden,
+                                      p.pad_inter, p.order));
+      const ShardSet set = ShardSet::open(out);
+      check_all_pass(run_check(set, *backend, out, quiet_run(111)), set.profile().moe_layers.size());
+    }
+  }
+}
+
+TEST_CASE("cuda backend refuses float32 expert weights with a clear error", "[gpu][backend]") {
+  TempDir tmp;
+  write_synthetic_checkpoint(tmp / "ckpt", spec_for(Family::Mixtral, 5, DType::F32));
+  const ShardSet set = ShardSet::from_checkpoint(tmp / "ckpt");
+  auto backend = make_cuda_backend();
+  try {
+    run_check(set, *backend, tmp / "ckpt", quiet_run(4));
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::DTypeMismatch);
+    CHECK(std::string(e.what()).find("bf16/fp16") != std::string::npos);
+  }
+}

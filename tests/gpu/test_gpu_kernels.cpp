@@ -1,0 +1,557 @@
+// The CUDA kernels against the float64 CPU oracle (gpu_fixtures.h) and the in-tree naive kernel:
+// routing for every RoutingSpec variant, the alignment with expert maps and replicas, the fused
+// gate-up / down GEMMs in every tile configuration (both dtypes, every activation, biases,
+// weight on input, odd T / E / H / I, split-K), ranks summing to the whole layer, shared experts.
+// Workspaces are poisoned (NaN) before the kernels write them; outputs start from random values
+// (the kernels accumulate) so an unwritten or twice-written element shows.
+#include <catch2/catch.hpp>
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <set>
+#include <string>
+
+#include "gpu_fixtures.h"
+
+using namespace moe;
+using namespace moe::test;
+using kernels::ElemType;
+
+namespace {
+
+const int kGpuChecked = (require_gpu(), 0);
+
+template <typename T>
+std::vector<T> to_host(const DeviceBuffer& b, size_t n, cudaStream_t s) {
+  std::vector<T> v(n);
+  copy_to_host(v.data(), b.data(), n * sizeof(T), s);
+  return v;
+}
+template <typename T>
+void to_device(DeviceBuffer& b, const std::vector<T>& v, cudaStream_t s) {
+  b.ensure(v.size() * sizeof(T));
+  copy_to_device(b.data(), v.data(), v.size() * sizeof(T), s);
+}
+
+// Distinct logical ids per token, random weights in (0.1, 1).
+void random_routing(std::mt19937_64& rng, int tokens, int experts, int top_k,
+                    std::vector<int32_t>& ids, std::vector<float>& weights) {
+  ids.resize(size_t(tokens) * top_k);
+  weights.resize(ids.size());
+  std::uniform_real_distribution<float> ud(0.1f, 1.0f);
+  std::vector<int32_t> perm(static_cast<size_t>(experts));
+  for (int t = 0; t < tokens; ++t) {
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    for (int k = 0; k < top_k; ++k) {
+      ids[size_t(t) * top_k + k] = perm[size_t(k)];
+      weights[size_t(t) * top_k + k] = ud(rng);
+    }
+  }
+}
+
+HostRouteTable identity_table(int experts) {
+  HostRouteTable t;
+  t.num_logical = experts;
+  for (int e = 0; e < experts; ++e) {
+    t.physical_to_logical.push_back(e);
+    t.expert_map.push_back(e);
+  }
+  return t;
+}
+
+struct Pair {
+  int gate_up, down;
+};
+// Every (gate-up, down) pair of equal block height this device runs.
+std::vector<Pair> config_pairs() {
+  std::vector<Pair> out;
+  const bool wg = kernels::wgmma_available();
+  for (int g = 0; g < kernels::gate_up_config_count(); ++g)
+    for (int d = 0; d < kernels::down_config_count(); ++d) {
+      const auto gi = kernels::gate_up_config(g), di = kernels::down_config(d);
+      if (gi.block_m != di.block_m || ((gi.wgmma || di.wgmma) && !wg)) continue;
+      out.push_back({g, d});
+    }
+  return out;
+}
+
+// Device state of one routed-expert problem.
+struct Problem {
+  int tokens = 0, top_k = 0;
+  std::vector<float> x;  // [T, H] rounded to the dtype
+  std::vector<int32_t> ids;
+  std::vector<float> weights;
+  std::vector<float> start;  // random initial output
+  DeviceBuffer d_x32, d_x, d_ids, d_w, d_out;
+};
+
+Problem make_problem(std::mt19937_64& rng, const HostExperts& e, int logical, int tokens,
+                     int top_k, cudaStream_t s) {
+  Problem p;
+  p.tokens = tokens;
+  p.top_k = top_k;
+  p.x = random_elems(rng, size_t(tokens) * e.hidden, 1.0f, e.dtype);
+  random_routing(rng, tokens, logical, top_k, p.ids, p.weights);
+  p.start = random_elems(rng, size_t(tokens) * e.hidden, 1.0f, ElemType::BF16);
+  to_device(p.d_x32, p.x, s);
+  const int ld = round_up8(e.hidden);
+  p.d_x.ensure(size_t(tokens) * ld * 2);
+  cuda_check(kernels::launch_convert_input(p.d_x32.as<float>(), tokens, e.hidden, e.dtype,
+                                           p.d_x.data(), ld, s),
+             "convert input");
+  to_device(p.d_ids, p.ids, s);
+  to_device(p.d_w, p.weights, s);
+  return p;
+}
+
+ExpertInputs inputs_of(Problem& p, const HostExperts& e, Activation act, bool weight_on_input) {
+  ExpertInputs in;
+  in.x = p.d_x.data();
+  in.ldx = round_up8(e.hidden);
+  in.tokens = p.tokens;
+  in.top_k = p.top_k;
+  in.topk_ids = p.d_ids.as<int32_t>();
+  in.topk_weights = p.d_w.as<float>();
+  in.act = act_kind_of(act);
+  in.weight_on_input = weight_on_input;
+  in.out = p.d_out.as<float>();
+  in.ldo = e.hidden;
+  return in;
+}
+
+// Resets the output to the random start and poisons the workspace the kernels must write.
+void reset(Problem& p, MoeWorkspace& ws, cudaStream_t s) {
+  to_device(p.d_out, p.start, s);
+  if (!ws.act.empty())
+    cuda_check(kernels::launch_fill_nan_elem(ws.act.data(), ElemType::BF16,
+                                             int64_t(ws.act.bytes() / 2), s), "poison act");
+  for (DeviceBuffer* b : {&ws.sorted_slots, &ws.tile_expert, &ws.slot_expert})
+    if (!b->empty())
+      cuda_check(kernels::launch_fill_nan_f32(b->as<float>(), int64_t(b->bytes() / 4), s),
+                 "poison indices");
+}
+
+// got - start vs the oracle.
+Compare check_delta(const Problem& p, const std::vector<float>& got, const std::vector<double>& ref) {
+  std::vector<float> delta(got.size());
+  for (size_t i = 0; i < got.size(); ++i) delta[i] = got[i] - p.start[i];
+  return compare(delta, ref);
+}
+
+double tolerance(ElemType t) { return t == ElemType::BF16 ? 1.5e-2 : 4e-3; }
+
+}  // namespace
+
+TEST_CASE("gpu routing matches the float64 oracle for every RoutingSpec variant",
+          "[gpu][routing][sanitize]") {
+  struct Case {
+    const char* name;
+    RoutingSpec spec;
+    int experts, top_k;
+  };
+  auto spec = [](ScoreFunc f, bool renorm) {
+    RoutingSpec r;
+    r.score = f;
+    r.renormalize = renorm;
+    return r;
+  };
+  std::vector<Case> cases;
+  cases.push_back({"softmax + renormalize (mixtral)", spec(ScoreFunc::Softmax, true), 15, 2});
+  cases.push_back({"softmax, no renormalize (qwen2)", spec(ScoreFunc::Softmax, false), 33, 4});
+  {
+    RoutingSpec r = spec(ScoreFunc::Sigmoid, true);
+    r.routed_scaling_factor = 2.5f;
+    r.n_group = 4;
+    r.topk_group = 2;
+    r.group_score = GroupScore::SumTop2;
+    r.has_correction_bias = true;
+    cases.push_back({"sigmoid, grouped sum-top2, correction bias, scaling (deepseek-v3)", r, 20, 4});
+  }
+  {
+    RoutingSpec r = spec(ScoreFunc::Softmax, false);
+    r.routed_scaling_factor = 16.0f;
+    r.n_group = 3;
+    r.topk_group = 2;
+    r.group_score = GroupScore::Max;
+    cases.push_back({"softmax, grouped max (deepseek-v2)", r, 27, 6});
+  }
+  {
+    RoutingSpec r = spec(ScoreFunc::Softmax, true);
+    r.has_router_bias = true;
+    cases.push_back({"router bias (gpt-oss)", r, 9, 4});
+  }
+  {
+    RoutingSpec r = spec(ScoreFunc::Sigmoid, false);
+    r.weight_on_input = true;
+    cases.push_back({"sigmoid top-1 (llama4)", r, 5, 1});
+  }
+  {
+    RoutingSpec r = spec(ScoreFunc::Softmax, true);
+    r.renorm_min = 0.9f;  // binds: a sum of 3 of 13 softmax scores is usually below it
+    r.has_correction_bias = true;
+    cases.push_back({"renorm_min clamp, correction bias (ernie)", r, 13, 3});
+  }
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  std::mt19937_64 rng(20251124);
+  const int H = 72;
+  for (const Case& c : cases) {
+    for (int T : {1, 19, 111}) {
+      INFO(c.name << ", T = " << T);
+      const std::vector<float> x = random_elems(rng, size_t(T) * H, 1.0f, ElemType::BF16);
+      const std::vector<float> w = random_elems(rng, size_t(c.experts) * H, 0.3f, ElemType::BF16);
+      const std::vector<float> rb = random_elems(rng, size_t(c.experts), 0.5f, ElemType::BF16);
+      const std::vector<float> cb = random_elems(rng, size_t(c.experts), 0.2f, ElemType::BF16);
+      GpuRouter router;
+      router.num_experts = c.experts;
+      router.hidden = H;
+      to_device(router.weight, w, s);
+      to_device(router.bias, rb, s);
+      to_device(router.correction_bias, cb, s);
+      DeviceBuffer d_x, logits, d_ids, d_w;
+      to_device(d_x, x, s);
+      d_ids.ensure(size_t(T) * c.top_k * 4);
+      d_w.ensure(size_t(T) * c.top_k * 4);
+      cuda_check(kernels::launch_fill_nan_f32(d_w.as<float>(), int64_t(T) * c.top_k, s), "poison");
+      run_routing(router, c.spec, d_x.as<float>(), T, c.top_k, logits, d_ids.as<int32_t>(),
+                  d_w.as<float>(), s);
+      const auto ids = to_host<int32_t>(d_ids, size_t(T) * c.top_k, s);
+      const auto wts = to_host<float>(d_w, size_t(T) * c.top_k, s);
+
+      const auto lg = oracle_logits(x, w, c.spec.has_router_bias ? rb : std::vector<float>{}, T,
+                                    H, c.experts);
+      std::vector<double> corr;
+      if (c.spec.has_correction_bias) corr.assign(cb.begin(), cb.end());
+      const HostRouting ref = oracle_routing(lg, corr, c.spec, T, c.experts, c.top_k);
+      int mismatched = 0;
+      for (int t = 0; t < T; ++t) {
+        std::set<int> got(ids.begin() + t * c.top_k, ids.begin() + (t + 1) * c.top_k);
+        std::set<int> want(ref.ids.begin() + t * c.top_k, ref.ids.begin() + (t + 1) * c.top_k);
+        REQUIRE(got.size() == size_t(c.top_k));
+        if (got != want) {
+          ++mismatched;
+          CHECK(ref.margin[size_t(t)] < 1e-4);  // only a near-tie may flip
+          continue;
+        }
+        // Weights under the same selection, in the GPU's order.
+        for (int k = 0; k < c.top_k; ++k) {
+          const int id = ids[size_t(t) * c.top_k + k];
+          const auto pos = std::find(ref.ids.begin() + t * c.top_k,
+                                     ref.ids.begin() + (t + 1) * c.top_k, id) - ref.ids.begin();
+          const double want_w = ref.weights[size_t(pos)];
+          CHECK(std::fabs(wts[size_t(t) * c.top_k + k] - want_w) <= 1e-5 * std::max(1.0, want_w));
+        }
+      }
+      CHECK(mismatched <= std::max(1, T / 50));
+    }
+  }
+}
+
+TEST_CASE("gpu alignment groups slots by local expert, with expert maps and replicas",
+          "[gpu][align][sanitize]") {
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  std::mt19937_64 rng(7);
+  // 9 logical experts, 3 redundant (p mod 9), this rank holds physical 1, 4, 9, 10, 11.
+  HostRouteTable table;
+  table.num_logical = 9;
+  const std::vector<int> local = {1, 4, 9, 10, 11};
+  for (int p = 0; p < 12; ++p) {
+    table.physical_to_logical.push_back(p % 9);
+    const auto it = std::find(local.begin(), local.end(), p);
+    table.expert_map.push_back(it == local.end() ? -1 : int(it - local.begin()));
+  }
+  const GpuRouteTable d_table = upload(table, s);
+  for (int T : {1, 19, 111, 700}) {
+    for (int bm : {16, 64}) {
+      INFO("T = " << T << ", block_m = " << bm);
+      const int K = 3, E_local = int(local.size());
+      std::vector<int32_t> ids;
+      std::vector<float> w;
+      random_routing(rng, T, 9, K, ids, w);
+      DeviceBuffer d_ids, slot_expert, counts, sorted, tiles, num;
+      to_device(d_ids, ids, s);
+      const int max_tiles = kernels::align_max_tiles(T * K, E_local, bm);
+      slot_expert.ensure(size_t(T) * K * 4);
+      counts.ensure(size_t(E_local + 1) * 4);
+      sorted.ensure(size_t(max_tiles) * bm * 4);
+      tiles.ensure(size_t(max_tiles) * 4);
+      num.ensure(4);
+      cuda_check(kernels::launch_fill_nan_f32(sorted.as<float>(), int64_t(max_tiles) * bm, s), "poison");
+      kernels::AlignBuffers ab{slot_expert.as<int32_t>(), counts.as<int32_t>(), sorted.as<int32_t>(),
+                               tiles.as<int32_t>(), num.as<int32_t>()};
+      cuda_check(kernels::launch_align(d_ids.as<int32_t>(), d_table.view(), T, K, E_local, bm, ab, s),
+                 "align");
+      const int n_tiles = to_host<int32_t>(num, 1, s)[0];
+      REQUIRE(n_tiles <= max_tiles);
+      const auto se = to_host<int32_t>(slot_expert, size_t(T) * K, s);
+      const auto srt = to_host<int32_t>(sorted, size_t(n_tiles) * bm, s);
+      const auto te = to_host<int32_t>(tiles, size_t(std::max(n_tiles, 1)), s);
+      std::vector<int> seen(size_t(T) * K, 0), per_expert(size_t(E_local), 0);
+      for (int t = 0; t < T; ++t)
+        for (int k = 0; k < K; ++k)
+          CHECK(se[size_t(t) * K + k] == local_expert(table, t, ids[size_t(t) * K + k]));
+      int expected_tiles = 0;
+      for (int32_t e : se)
+        if (e >= 0) ++per_expert[size_t(e)];
+      for (int c : per_expert) expected_tiles += (c + bm - 1) / bm;
+      CHECK(n_tiles == expected_tiles);
+      for (int i = 0; i < n_tiles; ++i) {
+        REQUIRE(te[size_t(i)] >= 0);
+        REQUIRE(te[size_t(i)] < E_local);
+        if (i > 0) CHECK(te[size_t(i)] >= te[size_t(i - 1)]);
+        bool padding = false;
+        for (int r = 0; r < bm; ++r) {
+          const int32_t slot = srt[size_t(i) * bm + r];
+          if (slot < 0) {
+            CHECK(slot == -1);
+            padding = true;
+            continue;
+          }
+          CHECK_FALSE(padding);  // padding only at the tail of an expert's group
+          REQUIRE(slot < T * K);
+          CHECK(se[size_t(slot)] == te[size_t(i)]);
+          ++seen[size_t(slot)];
+        }
+      }
+      for (size_t sl = 0; sl < seen.size(); ++sl) CHECK(seen[sl] == (se[sl] >= 0 ? 1 : 0));
+    }
+  }
+}
+
+namespace {
+
+struct Variant {
+  const char* name;
+  ElemType dtype;
+  Activation act;
+  bool biases, up_first, weight_on_input;
+};
+const Variant kVariants[] = {
+    {"bf16 silu", ElemType::BF16, Activation::SiluAndMul, false, false, false},
+    {"bf16 swiglu-oai + biases, up-gate order", ElemType::BF16, Activation::SwigluOai, true, true, false},
+    {"bf16 gelu, weight on input", ElemType::BF16, Activation::GeluAndMul, false, false, true},
+    {"fp16 silu + biases", ElemType::F16, Activation::SiluAndMul, true, false, false},
+};
+
+void run_all_configs(const Variant& v, int E, int H, int I, int K, const std::vector<int>& token_counts,
+                     const std::vector<int>& splits, uint64_t seed) {
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  std::mt19937_64 rng(seed);
+  const HostExperts he = random_experts(rng, v.dtype, E, I, H, v.biases, v.up_first);
+  const GpuExperts ge = upload(he, s);
+  const HostRouteTable table = identity_table(E);
+  const GpuRouteTable gt = upload(table, s);
+  const auto pairs = config_pairs();
+  REQUIRE(!pairs.empty());
+  for (int T : token_counts) {
+    Problem p = make_problem(rng, he, E, T, K, s);
+    std::vector<double> ref(size_t(T) * H, 0.0);
+    oracle_experts(he, table, p.x, p.ids, p.weights, T, K, v.act, v.weight_on_input, ref);
+    MoeWorkspace ws;
+
+    // The naive in-tree oracle kernel agrees with the float64 oracle too.
+    {
+      to_device(p.d_out, p.start, s);
+      kernels::TileChoice tc = default_tiles(ge, T, K);
+      run_routed_experts(ge, gt, inputs_of(p, he, v.act, v.weight_on_input), ws, s, &tc);
+      to_device(p.d_out, p.start, s);
+      DeviceBuffer scratch(size_t(T) * K * I * 4);
+      kernels::NaiveMoeArgs na;
+      na.dtype = v.dtype;
+      na.act = act_kind_of(v.act);
+      na.x = p.d_x.data();
+      na.ldx = ge.hidden_ld;
+      na.w13 = ge.w13.data();
+      na.w13_bias = v.biases ? ge.w13_bias.data() : nullptr;
+      na.w2 = ge.w2.data();
+      na.w2_bias = v.biases ? ge.w2_bias.data() : nullptr;
+      na.up_first = v.up_first;
+      na.inter = I;
+      na.hidden = H;
+      na.ld_w13 = ge.hidden_ld;
+      na.ld_w2 = ge.inter_ld;
+      na.tokens = T;
+      na.top_k = K;
+      na.slot_expert = ws.slot_expert.as<int32_t>();
+      na.slot_weights = p.d_w.as<float>();
+      na.weight_on_input = v.weight_on_input;
+      na.scratch = scratch.as<float>();
+      na.out = p.d_out.as<float>();
+      na.ldo = H;
+      cuda_check(kernels::launch_naive_moe(na, s), "naive");
+      const Compare c = check_delta(p, to_host<float>(p.d_out, size_t(T) * H, s), ref);
+      INFO(v.name << " naive kernel, T = " << T << " rel_l2 " << c.rel_l2);
+      CHECK(c.finite);
+      CHECK(c.rel_l2 < tolerance(v.dtype));
+    }
+
+    for (const Pair& pr : pairs) {
+      for (int split : splits) {
+        kernels::TileChoice tc;
+        tc.gate_up_cfg = pr.gate_up;
+        tc.down_cfg = pr.down;
+        tc.block_m = kernels::gate_up_config(pr.gate_up).block_m;
+        tc.down_split_k = split;
+        run_routed_experts(ge, gt, inputs_of(p, he, v.act, v.weight_on_input), ws, s, &tc);
+        reset(p, ws, s);  // workspace sized now: poison it, restart the output
+        run_routed_experts(ge, gt, inputs_of(p, he, v.act, v.weight_on_input), ws, s, &tc);
+        const Compare c = check_delta(p, to_host<float>(p.d_out, size_t(T) * H, s), ref);
+        INFO(v.name << ", E " << E << " H " << H << " I " << I << " K " << K << ", T = " << T
+                    << ", " << kernels::gate_up_config(pr.gate_up).name << " + "
+                    << kernels::down_config(pr.down).name << " split " << split << ": rel_l2 "
+                    << c.rel_l2 << " max_abs " << c.max_abs << " of " << c.ref_max_abs);
+        CHECK(c.finite);
+        CHECK(c.rel_l2 < tolerance(v.dtype));
+        CHECK(c.rel_l2 > 0);  // a real computation in rounded arithmetic, not a copy
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("gpu fused experts match the float64 oracle in every tile configuration",
+          "[gpu][experts]") {
+  uint64_t seed = 100;
+  for (const Variant& v : kVariants) {
+    run_all_configs(v, 7, 136, 72, 2, {1, 19, 111}, {1, 3}, ++seed);
+    run_all_configs(v, 5, 100, 43, 3, {1, 19, 111}, {1, 2}, ++seed);  // H, I not multiples of 8
+  }
+}
+
+TEST_CASE("gpu fused experts, small case for compute-sanitizer", "[gpu][experts][sanitize]") {
+  run_all_configs(kVariants[1], 5, 100, 43, 3, {19}, {1, 3}, 5);
+}
+
+TEST_CASE("gpu fused experts with many tokens per expert (large tiles, many M tiles)",
+          "[gpu][experts]") {
+  run_all_configs(kVariants[0], 3, 264, 136, 2, {700}, {1}, 9);
+}
+
+namespace {
+
+// The experts of logical `all` restricted to intermediate columns [begin, begin + count),
+// padded to `padded`; w2 bias kept only when `keep_b2` (the tp_rank 0 rule).
+HostExperts tp_slice(const HostExperts& all, int begin, int count, int padded, bool keep_b2) {
+  HostExperts h = all;
+  h.inter = padded;
+  const int I = all.inter, H = all.hidden;
+  h.w13.assign(size_t(all.experts) * 2 * padded * H, 0.0f);
+  h.w2.assign(size_t(all.experts) * H * padded, 0.0f);
+  if (!all.b13.empty()) {
+    h.b13.assign(size_t(all.experts) * 2 * padded, 0.0f);
+    h.b2.assign(size_t(all.experts) * H, 0.0f);
+  }
+  for (int e = 0; e < all.experts; ++e) {
+    for (int half = 0; half < 2; ++half)
+      for (int i = 0; i < count; ++i) {
+        const size_t src = (size_t(e) * 2 * I + size_t(half) * I + begin + i) * H;
+        const size_t dst = (size_t(e) * 2 * padded + size_t(half) * padded + i) * H;
+        std::copy(all.w13.begin() + src, all.w13.begin() + src + H, h.w13.begin() + dst);
+        if (!all.b13.empty())
+          h.b13[size_t(e) * 2 * padded + half * padded + i] = all.b13[size_t(e) * 2 * I + half * I + begin + i];
+      }
+    for (int o = 0; o < H; ++o)
+      for (int i = 0; i < count; ++i)
+        h.w2[(size_t(e) * H + o) * padded + i] = all.w2[(size_t(e) * H + o) * I + begin + i];
+    if (!all.b2.empty() && keep_b2)
+      std::copy(all.b2.begin() + size_t(e) * H, all.b2.begin() + size_t(e + 1) * H,
+                h.b2.begin() + size_t(e) * H);
+  }
+  return h;
+}
+
+}  // namespace
+
+TEST_CASE("gpu ranks with TP slices, EP maps and redundant replicas sum to the whole layer",
+          "[gpu][ranks]") {
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  std::mt19937_64 rng(31);
+  const int E = 9, R = 3, Ep = E + R, H = 96, I = 72, K = 3, ep = 3, tp = 2;
+  const HostExperts all = random_experts(rng, ElemType::BF16, E, I, H, true, false);
+  const HostRouteTable full = identity_table(E);
+  for (int T : {1, 19, 111}) {
+    INFO("T = " << T);
+    Problem p = make_problem(rng, all, E, T, K, s);
+    std::vector<double> ref(size_t(T) * H, 0.0);
+    oracle_experts(all, full, p.x, p.ids, p.weights, T, K, Activation::SwigluOai, false, ref);
+    to_device(p.d_out, p.start, s);
+    MoeWorkspace ws;
+    // TP slices of I = 72: 40 and 32 columns, each padded to 40 (vLLM: I_u = ceil, pad tail).
+    const int I_u = 40;
+    for (int er = 0; er < ep; ++er) {
+      HostRouteTable table;
+      table.num_logical = E;
+      std::vector<int> logical_of_local;
+      for (int ph = 0; ph < Ep; ++ph) {
+        table.physical_to_logical.push_back(ph % E);
+        if (ph % ep == er) {  // round robin
+          table.expert_map.push_back(int(logical_of_local.size()));
+          logical_of_local.push_back(ph % E);
+        } else {
+          table.expert_map.push_back(-1);
+        }
+      }
+      const HostExperts rank_experts = select_experts(all, logical_of_local);
+      const GpuRouteTable gt = upload(table, s);
+      for (int tr = 0; tr < tp; ++tr) {
+        const int begin = tr * I_u, count = std::min(I_u, I - begin);
+        const HostExperts slice = tp_slice(rank_experts, begin, count, I_u, tr == 0);
+        const GpuExperts ge = upload(slice, s);
+        run_routed_experts(ge, gt, inputs_of(p, slice, Activation::SwigluOai, false), ws, s);
+      }
+    }
+    const Compare c = check_delta(p, to_host<float>(p.d_out, size_t(T) * H, s), ref);
+    INFO("rel_l2 " << c.rel_l2);
+    CHECK(c.finite);
+    CHECK(c.rel_l2 < 1.5e-2);
+    CHECK(c.rel_l2 > 0);
+  }
+}
+
+TEST_CASE("gpu shared expert, with and without the sigmoid gate", "[gpu][shared][sanitize]") {
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  std::mt19937_64 rng(77);
+  const int H = 100, Is = 48;
+  for (bool gated : {false, true}) {
+    for (int T : {1, 19, 111}) {
+      INFO("gated " << gated << ", T = " << T);
+      const HostExperts e = random_experts(rng, ElemType::BF16, 1, Is, H, false, false);
+      const GpuExperts ge = upload(e, s);
+      Problem p = make_problem(rng, e, 1, T, 1, s);
+      const std::vector<float> g = random_elems(rng, size_t(H), 0.1f, ElemType::BF16);
+      std::vector<double> gate;
+      DeviceBuffer d_g, d_gw;
+      const float* gate_ptr = nullptr;
+      if (gated) {
+        for (int t = 0; t < T; ++t) {
+          double acc = 0;
+          for (int h = 0; h < H; ++h) acc += double(p.x[size_t(t) * H + h]) * g[size_t(h)];
+          gate.push_back(1.0 / (1.0 + std::exp(-acc)));
+        }
+        to_device(d_g, g, s);
+        d_gw.ensure(size_t(T) * 4);
+        cuda_check(kernels::launch_shared_gate(p.d_x32.as<float>(), d_g.as<float>(), T, H,
+                                               d_gw.as<float>(), s),
+                   "shared gate");
+        gate_ptr = d_gw.as<float>();
+      }
+      std::vector<double> ref(size_t(T) * H, 0.0);
+      oracle_shared(e, p.x, gate, T, Activation::SiluAndMul, ref);
+      to_device(p.d_out, p.start, s);
+      MoeWorkspace ws;
+      run_shared_expert(ge, inputs_of(p, e, Activation::SiluAndMul, false), gate_ptr, ws, s);
+      const Compare c = check_delta(p, to_host<float>(p.d_out, size_t(T) * H, s), ref);
+      INFO("rel_l2 " << c.rel_l2);
+      CHECK(c.finite);
+      CHECK(c.rel_l2 < 1.5e-2);
+      CHECK(c.rel_l2 > 0);
+    }
+  }
+}
