@@ -159,6 +159,7 @@ __global__ void __launch_bounds__(kTopkWarps * 32)
       warp_argmax(v, i);
       if (i < 32) keep |= 1u << i;
     }
+    __syncwarp();  // every lane's group reads of sel finish before any lane masks it
     for (int e = lane; e < experts; e += 32)
       if (!((keep >> (e / gsize)) & 1u)) sel[e] = -INFINITY;
     __syncwarp();

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The one script a GPU machine runs (through the `device` tool or by hand): build for Hopper, run
+# the GPU tests, compute-sanitizer (memcheck + racecheck), `run --device cuda` on every family
+# fixture and a spread of plans, and the benchmarks. Logs go to $OUT (default /tmp/moe-gpu-out).
+# Usage: bash tests/bench/gpu_suite.sh [STAGES]   STAGES: comma list of
+#        build,tests,sanitize,fixtures,bench,sweep,multi (default: all but sweep)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-/tmp/moe-gpu-out}
+mkdir -p "$out"
+stages=",${1:-build,tests,sanitize,fixtures,bench,multi},"
+has() { [[ $stages == *",$1,"* ]]; }
+export NCCL_NVLS_ENABLE=0  # NVLink multicast stays off on shared machines
+export PATH=/usr/local/cuda/bin:$PATH
+build=build-gpu
+tool=$build/apps/moe-tool/moe-tool
+status=0
+step() {  # step NAME TIMEOUT CMD...: runs CMD, logs to $out/NAME.log, prints one status line
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS
+  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  local rc=$?
+  printf '%-28s rc=%-3s %4ss\n' "$name" "$rc" "$((SECONDS - t0))" | tee -a "$out/summary.txt"
+  [ $rc -ne 0 ] && { status=1; tail -n 25 "$out/$name.log"; }
+  return $rc
+}
+
+nvidia-smi -L | tee "$out/summary.txt"
+if has build; then
+  deps=()
+  [ -d .deps/include ] && deps=(-DMOE_DEPS_DIR="$PWD/.deps/include")
+  step configure 120 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release "${deps[@]}" \
+    -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc \
+    -DMOE_CUDA_GENCODE="-gencode=arch=compute_90a,code=sm_90a" || exit 1
+  step build 400 ninja -C $build -j"$(nproc)" || exit 1
+fi
+if has tests; then
+  step ctest 240 ctest --test-dir $build --output-on-failure -LE fuzz -j4
+  grep -E "tests passed|Failed|Skipped|\(Failed\)" "$out/ctest.log" | tee -a "$out/summary.txt"
+fi
+if has sanitize; then
+  for tool_name in memcheck racecheck; do
+    step "sanitize-kernels-$tool_name" 240 compute-sanitizer --tool "$tool_name" --error-exitcode 9 \
+      $build/tests/test_gpu_kernels "[sanitize]"
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|All tests passed|test cases" \
+      "$out/sanitize-kernels-$tool_name.log" | tee -a "$out/summary.txt"
+  done
+fi
+if has fixtures; then
+  work=$(mktemp -d)
+  for fam in mixtral qwen2_moe qwen3_moe deepseek_v2 deepseek_v3 glm4_moe olmoe granitemoe llama4 gpt_oss ernie4_5_moe; do
+    $tool make-example --family $fam -o "$work/$fam" >/dev/null || { echo "make-example $fam failed"; status=1; continue; }
+    $tool convert "$work/$fam" -o "$work/$fam.tp2ep2" --tp 2 --ep 2 --redundant-experts 2 --quiet >/dev/null
+    step "run-$fam" 60 $tool run "$work/$fam.tp2ep2" --device cuda --tokens 77 --quiet
+    step "run-$fam-ckpt" 60 $tool run "$work/$fam" --device cuda --tokens 300 --quiet
+  done
+  step sanitize-run-memcheck 120 compute-sanitizer --tool memcheck --error-exitcode 9 \
+    $tool run "$work/deepseek_v3.tp2ep2" --device cuda --tokens 19 --quiet
+  rm -rf "$work"
+fi
+if has bench; then
+  for shape in mixtral qwen3-30b deepseek-v3-tp8 gpt-oss-120b; do
+    tokens=1,16,64,256,1024,4096
+    [ $shape = qwen3-30b ] && tokens=$tokens,16384  # perf-anchors.md has a 16384 row for it
+    step "bench-$shape" 150 $tool bench --shape $shape --tokens $tokens --json --quiet
+    cp "$out/bench-$shape.log" "$out/bench-$shape.json"
+  done
+  $tool bench --shape qwen3-30b --tokens 1,16,64,256,1024,4096 --quiet 2>&1 | tail -n 12
+fi
+if has sweep; then
+  for shape in mixtral qwen3-30b deepseek-v3-tp8 gpt-oss-120b; do
+    step "sweep-$shape" 240 $tool bench --shape $shape --tokens 1,16,64,256,1024,4096 --sweep --json --quiet
+  done
+fi
+if has multi && [ -x $build/tests/test_multi_gpu ]; then
+  step multi-gpu 120 $build/tests/test_multi_gpu
+fi
+echo "== summary"; cat "$out/summary.txt"
+# The device returns at most 8 files: keep the summary, pack the rest.
+(cd "$out" && tar czf results.tgz --exclude=summary.txt --exclude=results.tgz . && \
+  find . -type f ! -name summary.txt ! -name results.tgz -delete)
+exit $status
