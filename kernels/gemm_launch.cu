@@ -28,7 +28,7 @@ const Tables& tables() {
 int find(const std::vector<TileConfig>& rows, const char* name) {
   for (size_t i = 0; i < rows.size(); ++i)
     if (std::strcmp(rows[i].name, name) == 0) return int(i);
-  return 0;
+  return -1;  // a name missing from the table: the launch then fails with cudaErrorInvalidValue
 }
 GemmConfigInfo info(const TileConfig& c) { return {c.name, c.block_m, c.out_cols, c.wgmma}; }
 int ceil_div(int64_t a, int64_t b) { return int((a + b - 1) / b); }
@@ -63,38 +63,57 @@ bool wgmma_available() {
   return available;
 }
 
+// The rows and boundaries below are the winners of `moe-tool bench --sweep` on an H100 for the
+// four perf-anchors.md shapes (docs/perf.md, "tile choice"); per_expert is the expected number
+// of slots per local expert, which decides the tile height.
 TileChoice choose_tiles(int slots, int num_local, int inter, int hidden, int sm_count,
                         bool wgmma) {
   const Tables& t = tables();
   const double per_expert = double(slots) / std::max(1, num_local);
   const int64_t active = std::max(1, std::min(num_local, slots));
+  const bool few_experts = num_local <= 16;  // huge N per expert (Mixtral-like)
   TileChoice c;
-  if (per_expert <= 16) {
+  if (per_expert <= 12 || (!wgmma && per_expert <= 16)) {
+    // Weight-bandwidth bound: 16-row tiles, as many loads in flight as the SM holds.
     c.block_m = 16;
     const int64_t tiles = std::max<int64_t>(active, ceil_div(slots, 16));
-    c.gate_up_cfg = find(t.gate_up, tiles * ceil_div(inter, 32) >= 2 * sm_count
-                                        ? "mma_m16n32k128"
-                                        : "mma_m16n16k128");
-    c.down_cfg = find(t.down, "mma_m16n64k128");
-    c.down_split_k = pick_split(tiles * ceil_div(hidden, 64), inter, 128, sm_count);
-  } else if (per_expert <= 40) {
+    c.gate_up_cfg = find(t.gate_up, per_expert <= 1 ? "mma_m16n16k128w8" : "mma_m16n16k256");
+    const bool wide = tiles * ceil_div(hidden, 128) >= 2 * int64_t(sm_count);
+    c.down_cfg = find(t.down, wide ? "mma_m16n128k64w8" : "mma_m16n64k128w8");
+    c.down_split_k = pick_split(tiles * ceil_div(hidden, wide ? 128 : 64), inter, 128, sm_count);
+  } else if (!wgmma) {
+    c.block_m = per_expert <= 40 ? 32 : (per_expert <= 96 ? 64 : 128);
+    const char* gu[] = {"mma_m32n32k64", "mma_m64n64k64", "mma_m128n64k32"};
+    const char* dn[] = {"mma_m32n64k64", "mma_m64n128k64", "mma_m128n128k32"};
+    const int i = c.block_m == 32 ? 0 : (c.block_m == 64 ? 1 : 2);
+    c.gate_up_cfg = find(t.gate_up, gu[i]);
+    c.down_cfg = find(t.down, dn[i]);
+    c.down_split_k = 1;
+  } else if (per_expert <= 24 && !few_experts) {
     c.block_m = 32;
     const int64_t tiles = ceil_div(slots, 32) + active;
     c.gate_up_cfg = find(t.gate_up, "mma_m32n32k64");
     c.down_cfg = find(t.down, "mma_m32n64k64");
     c.down_split_k = pick_split(tiles * ceil_div(hidden, 64), inter, 64, sm_count);
-  } else if (per_expert <= 96) {
+  } else if (per_expert <= (few_experts ? 48 : 96)) {
     c.block_m = 64;
-    const int64_t tiles = ceil_div(slots, 64) + active;
-    c.gate_up_cfg = find(t.gate_up, wgmma ? "wg_m64n64" : "mma_m64n64k64");
-    c.down_cfg = find(t.down, wgmma ? "wg_m64n128" : "mma_m64n128k64");
-    c.down_split_k = pick_split(tiles * ceil_div(hidden, 128), inter, 64, sm_count);
+    c.gate_up_cfg = find(t.gate_up, "wg_m64n64");
+    c.down_cfg = find(t.down, hidden > 4096 ? "wg_m64n128s3" : "wg_m64n128");
+    c.down_split_k = 1;
+  } else if (per_expert <= 160) {
+    c.block_m = 128;
+    c.gate_up_cfg = find(t.gate_up, "wg_m128n128");
+    c.down_cfg = find(t.down, "wg_m128n256");
+    c.down_split_k = 1;
   } else {
     c.block_m = 128;
-    c.gate_up_cfg = find(t.gate_up, wgmma ? "wg_m128n128" : "mma_m128n64k32");
-    c.down_cfg = find(t.down, wgmma ? "wg_m128n256" : "mma_m128n128k32");
-    c.down_split_k = 1;
+    c.gate_up_cfg = find(t.gate_up, "wg_m128n64s3");
+    c.down_cfg = find(t.down, "wg_m128n256");
+    c.down_split_k = inter >= 8192 ? 2 : 1;
   }
+  // A row whose height differs from the alignment block would read the layout wrongly: refuse.
+  if (c.gate_up_cfg >= 0 && t.gate_up[size_t(c.gate_up_cfg)].block_m != c.block_m) c.gate_up_cfg = -1;
+  if (c.down_cfg >= 0 && t.down[size_t(c.down_cfg)].block_m != c.block_m) c.down_cfg = -1;
   return c;
 }
 

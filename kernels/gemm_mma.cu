@@ -23,6 +23,11 @@ const TileConfig kMmaGateUpConfigs[] = {
     MOE_MMA_ROW("mma_m64n32k64", 64, 64, 64, 2, 2, 1, 4, true),
     MOE_MMA_ROW("mma_m64n64k64", 64, 128, 64, 2, 2, 1, 3, true),
     MOE_MMA_ROW("mma_m128n64k32", 128, 128, 32, 4, 2, 1, 4, true),
+    // Weight-bandwidth bound rows with more loads in flight per SM: 8 warps splitting K, or
+    // 256-element K tiles (512-byte bursts per weight row).
+    MOE_MMA_ROW("mma_m16n16k128w8", 16, 32, 128, 1, 1, 8, 4, true),
+    MOE_MMA_ROW("mma_m16n16k256", 16, 32, 256, 1, 1, 4, 3, true),
+    MOE_MMA_ROW("mma_m16n32k128w8", 16, 64, 128, 1, 1, 8, 4, true),
 };
 const int kMmaGateUpConfigCount = sizeof(kMmaGateUpConfigs) / sizeof(kMmaGateUpConfigs[0]);
 
@@ -33,6 +38,8 @@ const TileConfig kMmaDownConfigs[] = {
     MOE_MMA_ROW("mma_m64n64k64", 64, 64, 64, 2, 2, 1, 4, false),
     MOE_MMA_ROW("mma_m64n128k64", 64, 128, 64, 2, 2, 1, 3, false),
     MOE_MMA_ROW("mma_m128n128k32", 128, 128, 32, 4, 2, 1, 4, false),
+    MOE_MMA_ROW("mma_m16n128k64w8", 16, 128, 64, 1, 2, 4, 4, false),
+    MOE_MMA_ROW("mma_m16n64k128w8", 16, 64, 128, 1, 1, 8, 4, false),
 };
 const int kMmaDownConfigCount = sizeof(kMmaDownConfigs) / sizeof(kMmaDownConfigs[0]);
 

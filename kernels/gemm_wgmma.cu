@@ -33,6 +33,12 @@ const TileConfig kWgmmaGateUpConfigs[] = {
     MOE_WG_ROW("wg_m64n64", 64, 128, 4, true),
     MOE_WG_ROW("wg_m128n64", 128, 128, 5, true),
     MOE_WG_ROW("wg_m128n128", 128, 256, 4, true),
+    // 3 stages: small enough for two CTAs per SM (one loads while the other multiplies).
+    MOE_WG_ROW("wg_m128n64s3", 128, 128, 3, true),
+    MOE_WG_ROW("wg_m64n64s3", 64, 128, 3, true),
+    MOE_WG_ROW("wg_m64n128s3", 64, 256, 3, true),
+    // 6 stages: four K tiles in flight ahead of the tensor cores.
+    MOE_WG_ROW("wg_m128n64s6", 128, 128, 6, true),
 };
 const int kWgmmaGateUpConfigCount = sizeof(kWgmmaGateUpConfigs) / sizeof(kWgmmaGateUpConfigs[0]);
 
@@ -40,6 +46,10 @@ const TileConfig kWgmmaDownConfigs[] = {
     MOE_WG_ROW("wg_m64n128", 64, 128, 4, false),
     MOE_WG_ROW("wg_m128n128", 128, 128, 5, false),
     MOE_WG_ROW("wg_m128n256", 128, 256, 4, false),
+    MOE_WG_ROW("wg_m128n128s3", 128, 128, 3, false),
+    MOE_WG_ROW("wg_m64n128s3", 64, 128, 3, false),
+    MOE_WG_ROW("wg_m64n256s3", 64, 256, 3, false),
+    MOE_WG_ROW("wg_m128n128s6", 128, 128, 6, false),
 };
 const int kWgmmaDownConfigCount = sizeof(kWgmmaDownConfigs) / sizeof(kWgmmaDownConfigs[0]);
 

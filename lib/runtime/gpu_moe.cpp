@@ -277,6 +277,7 @@ void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::Til
                  int top_k, const int32_t* sorted, const int32_t* tile_expert,
                  const int32_t* num_tiles, int max_tiles, DeviceBuffer& act,
                  const float* input_weights, const float* slot_weights, cudaStream_t stream) {
+  MOE_ASSERT(tc.gate_up_cfg >= 0 && tc.down_cfg >= 0);  // choose_tiles found its rows
   MOE_CHECK(kernels::gate_up_config(tc.gate_up_cfg).block_m == tc.block_m &&
                 kernels::down_config(tc.down_cfg).block_m == tc.block_m,
             InvalidArgument, "", "", "gate-up and down tiles must share the alignment block");

@@ -3,7 +3,7 @@
 # the GPU tests, compute-sanitizer (memcheck + racecheck), `run --device cuda` on every family
 # fixture and a spread of plans, and the benchmarks. Logs go to $OUT (default /tmp/moe-gpu-out).
 # Usage: bash tests/bench/gpu_suite.sh [STAGES]   STAGES: comma list of
-#        build,tests,sanitize,fixtures,bench,sweep,multi (default: all but sweep)
+#        build,tests,sanitize,fixtures,bench,sweep,profile,multi (default: all but sweep)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/moe-gpu-out}
@@ -69,7 +69,15 @@ if has bench; then
 fi
 if has sweep; then
   for shape in mixtral qwen3-30b deepseek-v3-tp8 gpt-oss-120b; do
-    step "sweep-$shape" 240 $tool bench --shape $shape --tokens 1,16,64,256,1024,4096 --sweep --json --quiet
+    step "sweep-$shape" 240 $tool bench --shape $shape --tokens ${SWEEP_TOKENS:-1,16,64,256,1024,4096} --sweep --json --quiet
+  done
+fi
+if has profile; then  # Nsight Compute on the GEMM kernels of two cells (what limits them)
+  for cell in "gpt-oss-120b 64" "mixtral 4096" "qwen3-30b 1024"; do
+    set -- $cell
+    step "ncu-$1-$2" 200 ncu --kernel-name regex:"gemm_kernel" --launch-skip 4 --launch-count 2 \
+      --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+      --section MemoryWorkloadAnalysis $tool bench --shape $1 --tokens $2 --weight-sets 1 --quiet
   done
 fi
 if has multi && [ -x $build/tests/test_multi_gpu ]; then
@@ -77,6 +85,6 @@ if has multi && [ -x $build/tests/test_multi_gpu ]; then
 fi
 echo "== summary"; cat "$out/summary.txt"
 # The device returns at most 8 files: keep the summary, pack the rest.
-(cd "$out" && tar czf results.tgz --exclude=summary.txt --exclude=results.tgz . && \
+(cd "$out" && tar czf /tmp/moe-results.tgz --exclude=summary.txt . && mv /tmp/moe-results.tgz results.tgz && \
   find . -type f ! -name summary.txt ! -name results.tgz -delete)
 exit $status
