@@ -23,6 +23,12 @@ cudaError_t launch_wgmma_probe(int* flag, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+#define MOE_WS_ROW(NAME, BM, BN, S, GU)                                                     \
+  TileConfig {                                                                             \
+    NAME, BM, (GU) ? (BN) / 2 : (BN), 64, true,                                            \
+        &launch_wgmma_ws_gemm<__nv_bfloat16, BM, BN, S, GU>,                               \
+        &launch_wgmma_ws_gemm<__half, BM, BN, S, GU>                                       \
+  }
 #define MOE_WG_ROW(NAME, BM, BN, S, GU)                                                     \
   TileConfig {                                                                             \
     NAME, BM, (GU) ? (BN) / 2 : (BN), 64, true,                                            \
@@ -39,6 +45,9 @@ const TileConfig kWgmmaGateUpConfigs[] = {
     MOE_WG_ROW("wg_m64n128s3", 64, 256, 3, true),
     // 6 stages: four K tiles in flight ahead of the tensor cores.
     MOE_WG_ROW("wg_m128n64s6", 128, 128, 6, true),
+    // Warp-specialized: a producer warpgroup feeds the consumers through mbarriers.
+    MOE_WS_ROW("ws_m128n64", 128, 128, 6, true),
+    MOE_WS_ROW("ws_m128n128", 128, 256, 4, true),
 };
 const int kWgmmaGateUpConfigCount = sizeof(kWgmmaGateUpConfigs) / sizeof(kWgmmaGateUpConfigs[0]);
 
@@ -50,9 +59,12 @@ const TileConfig kWgmmaDownConfigs[] = {
     MOE_WG_ROW("wg_m64n128s3", 64, 128, 3, false),
     MOE_WG_ROW("wg_m64n256s3", 64, 256, 3, false),
     MOE_WG_ROW("wg_m128n128s6", 128, 128, 6, false),
+    MOE_WS_ROW("ws_m128n128", 128, 128, 6, false),
+    MOE_WS_ROW("ws_m128n256", 128, 256, 4, false),
 };
 const int kWgmmaDownConfigCount = sizeof(kWgmmaDownConfigs) / sizeof(kWgmmaDownConfigs[0]);
 
 #undef MOE_WG_ROW
+#undef MOE_WS_ROW
 
 }  // namespace moe::kernels

@@ -77,6 +77,105 @@ __device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
 }
 __device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
 
+// One BK = 64 K tile of A (BM rows of the sorted layout) and B (BN weight rows) into the
+// 128B-swizzled layout at shared address sa (A) and sa + BM * 128 (B); NTHREADS threads share it.
+template <typename T, int BM, int BN, bool GATE_UP, int NTHREADS>
+__device__ __forceinline__ void wg_load_tile(const GemmParams& p, uint32_t sa,
+                                             const int32_t* s_slot, const T* A, const T* B,
+                                             int m_tile, int col0, int k0, int k_end, int tid) {
+  constexpr int kOutCols = GATE_UP ? BN / 2 : BN;
+  const uint32_t sb = sa + BM * 128;
+#pragma unroll
+  for (int c = tid; c < BM * 8; c += NTHREADS) {
+    const int row = c >> 3, ch = c & 7;
+    const int k = k0 + ch * 8;
+    const int slot = s_slot[row];
+    const bool valid = slot >= 0 && k < k_end;
+    const T* src = A;
+    if (valid)
+      src = GATE_UP ? A + int64_t(slot / p.top_k) * p.lda + k
+                    : A + (int64_t(m_tile) * BM + row) * p.lda + k;
+    cp_async_16(sa + row * 128 + ((ch ^ (row & 7)) << 4), src, valid);
+  }
+#pragma unroll
+  for (int c = tid; c < BN * 8; c += NTHREADS) {
+    const int row = c >> 3, ch = c & 7;
+    const int k = k0 + ch * 8;
+    int col, wrow;
+    if (GATE_UP) {
+      col = col0 + row % kOutCols;
+      wrow = (row < kOutCols ? p.gate_row0 : p.up_row0) + col;
+    } else {
+      col = col0 + row;
+      wrow = col;
+    }
+    const bool valid = col < p.n && k < k_end;
+    const T* src = valid ? B + int64_t(wrow) * p.ldb + k : B;
+    cp_async_16(sb + row * 128 + ((ch ^ (row & 7)) << 4), src, valid);
+  }
+}
+
+// The epilogue of one consumer warpgroup `wg` (64 rows; ctid = thread index within it) holding
+// the m64 x BN accumulator fragment `acc`: gate-up applies bias + activation and stores the
+// intermediate row; down scales by the routing weight and adds into the fp32 output.
+template <typename T, int BM, int BN, bool GATE_UP>
+__device__ __forceinline__ void wg_epilogue(const GemmParams& p, const float* acc, int wg,
+                                            int ctid, const int32_t* s_slot, int m_tile,
+                                            int col0, int expert, int split) {
+  constexpr int kAcc = BN / 2;  // (BN / 128) n128 blocks x 64 floats
+  const int lane = ctid % 32, warp_in_wg = ctid / 32;
+  const T* bias =
+      p.bias ? static_cast<const T*>(p.bias) + int64_t(expert) * p.bias_expert_stride : nullptr;
+  constexpr int kPairs = GATE_UP ? kAcc / 2 : kAcc;
+#pragma unroll
+  for (int f = 0; f < kPairs; f += 2) {
+    const int row = wg * 64 + warp_in_wg * 16 + lane / 4 + 8 * ((f % 4) / 2);
+    const int col = col0 + 8 * (f / 4) + 2 * (lane % 4);
+    const int slot = s_slot[row];
+    const int64_t prow = int64_t(m_tile) * BM + row;
+    if constexpr (GATE_UP) {
+      if (col >= p.ld_act) continue;
+      float v0 = 0.0f, v1 = 0.0f;
+      if (slot >= 0) {
+        const float w = p.slot_weights ? p.slot_weights[slot] : 1.0f;
+        float g0 = acc[f] * w, g1 = acc[f + 1] * w;
+        float u0 = acc[f + kAcc / 2] * w, u1 = acc[f + 1 + kAcc / 2] * w;
+        if (bias) {
+          if (col < p.n) {
+            g0 += ElemOps<T>::to_float(bias[p.gate_row0 + col]);
+            u0 += ElemOps<T>::to_float(bias[p.up_row0 + col]);
+          }
+          if (col + 1 < p.n) {
+            g1 += ElemOps<T>::to_float(bias[p.gate_row0 + col + 1]);
+            u1 += ElemOps<T>::to_float(bias[p.up_row0 + col + 1]);
+          }
+        }
+        v0 = col < p.n ? apply_act(p.act, g0, u0, p.alpha, p.limit) : 0.0f;
+        v1 = col + 1 < p.n ? apply_act(p.act, g1, u1, p.alpha, p.limit) : 0.0f;
+      }
+      T* dst = static_cast<T*>(p.act_out) + prow * p.ld_act + col;
+      if (col + 1 < p.ld_act)
+        *reinterpret_cast<uint32_t*>(dst) = ElemOps<T>::pack2(v0, v1);
+      else
+        *dst = ElemOps<T>::from_float(v0);
+    } else {
+      if (slot < 0 || col >= p.n) continue;
+      const float w = p.slot_weights ? p.slot_weights[slot] : 1.0f;
+      const bool add_bias = bias && split == 0;
+      const float b0 = add_bias ? ElemOps<T>::to_float(bias[col]) : 0.0f;
+      const float b1 = add_bias && col + 1 < p.n ? ElemOps<T>::to_float(bias[col + 1]) : 0.0f;
+      float* o = p.out + int64_t(slot / p.top_k) * p.ldo + col;
+      const float v0 = w * (acc[f] + b0), v1 = w * (acc[f + 1] + b1);
+      if (col + 1 < p.n && (p.ldo % 2) == 0) {
+        atomic_add2(o, v0, v1);
+      } else {
+        atomicAdd(o, v0);
+        if (col + 1 < p.n) atomicAdd(o + 1, v1);
+      }
+    }
+  }
+}
+
 template <typename T, int BM, int BN, int STAGES, bool GATE_UP>
 struct WgTile {
   static constexpr int BK = 64;
@@ -112,8 +211,7 @@ __global__ void __launch_bounds__(BM * 2, 1) wgmma_gemm_kernel(const GemmParams 
   const int k_end = min(p.k, k_begin + p.k_per_split);
   if (k_begin >= k_end && split > 0) return;
   const int expert = p.tile_expert[m_tile];
-  const int tid = threadIdx.x, lane = tid % 32;
-  const int wg = tid / 128, warp_in_wg = (tid % 128) / 32;
+  const int tid = threadIdx.x, wg = tid / 128;
   for (int r = tid; r < BM; r += C::kThreads) s_slot[r] = p.sorted_slots[int64_t(m_tile) * BM + r];
   __syncthreads();
 
@@ -122,35 +220,8 @@ __global__ void __launch_bounds__(BM * 2, 1) wgmma_gemm_kernel(const GemmParams 
   const int col0 = n_tile * C::kOutCols;
 
   auto load_tile = [&](int stage, int k0) {
-    const uint32_t sa = base + stage * C::kStageBytes, sb = sa + C::kABytes;
-#pragma unroll
-    for (int c = tid; c < BM * 8; c += C::kThreads) {
-      const int row = c >> 3, ch = c & 7;
-      const int k = k0 + ch * 8;
-      const int slot = s_slot[row];
-      const bool valid = slot >= 0 && k < k_end;
-      const T* src = A;
-      if (valid)
-        src = GATE_UP ? A + int64_t(slot / p.top_k) * p.lda + k
-                      : A + (int64_t(m_tile) * BM + row) * p.lda + k;
-      cp_async_16(sa + row * 128 + ((ch ^ (row & 7)) << 4), src, valid);
-    }
-#pragma unroll
-    for (int c = tid; c < BN * 8; c += C::kThreads) {
-      const int row = c >> 3, ch = c & 7;
-      const int k = k0 + ch * 8;
-      int col, wrow;
-      if (GATE_UP) {
-        col = col0 + row % C::kOutCols;
-        wrow = (row < C::kOutCols ? p.gate_row0 : p.up_row0) + col;
-      } else {
-        col = col0 + row;
-        wrow = col;
-      }
-      const bool valid = col < p.n && k < k_end;
-      const T* src = valid ? B + int64_t(wrow) * p.ldb + k : B;
-      cp_async_16(sb + row * 128 + ((ch ^ (row & 7)) << 4), src, valid);
-    }
+    wg_load_tile<T, BM, BN, GATE_UP, C::kThreads>(p, base + stage * C::kStageBytes, s_slot, A, B,
+                                                    m_tile, col0, k0, k_end, tid);
   };
 
   float acc[C::kAcc];
@@ -187,56 +258,7 @@ __global__ void __launch_bounds__(BM * 2, 1) wgmma_gemm_kernel(const GemmParams 
 #pragma unroll
   for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
 
-  const T* bias =
-      p.bias ? static_cast<const T*>(p.bias) + int64_t(expert) * p.bias_expert_stride : nullptr;
-  constexpr int kPairs = GATE_UP ? C::kAcc / 2 : C::kAcc;
-#pragma unroll
-  for (int f = 0; f < kPairs; f += 2) {
-    const int row = wg * 64 + warp_in_wg * 16 + lane / 4 + 8 * ((f % 4) / 2);
-    const int col = col0 + 8 * (f / 4) + 2 * (lane % 4);
-    const int slot = s_slot[row];
-    const int64_t prow = int64_t(m_tile) * BM + row;
-    if constexpr (GATE_UP) {
-      if (col >= p.ld_act) continue;
-      float v0 = 0.0f, v1 = 0.0f;
-      if (slot >= 0) {
-        const float w = p.slot_weights ? p.slot_weights[slot] : 1.0f;
-        float g0 = acc[f] * w, g1 = acc[f + 1] * w;
-        float u0 = acc[f + C::kAcc / 2] * w, u1 = acc[f + 1 + C::kAcc / 2] * w;
-        if (bias) {
-          if (col < p.n) {
-            g0 += ElemOps<T>::to_float(bias[p.gate_row0 + col]);
-            u0 += ElemOps<T>::to_float(bias[p.up_row0 + col]);
-          }
-          if (col + 1 < p.n) {
-            g1 += ElemOps<T>::to_float(bias[p.gate_row0 + col + 1]);
-            u1 += ElemOps<T>::to_float(bias[p.up_row0 + col + 1]);
-          }
-        }
-        v0 = col < p.n ? apply_act(p.act, g0, u0, p.alpha, p.limit) : 0.0f;
-        v1 = col + 1 < p.n ? apply_act(p.act, g1, u1, p.alpha, p.limit) : 0.0f;
-      }
-      T* dst = static_cast<T*>(p.act_out) + prow * p.ld_act + col;
-      if (col + 1 < p.ld_act)
-        *reinterpret_cast<uint32_t*>(dst) = ElemOps<T>::pack2(v0, v1);
-      else
-        *dst = ElemOps<T>::from_float(v0);
-    } else {
-      if (slot < 0 || col >= p.n) continue;
-      const float w = p.slot_weights ? p.slot_weights[slot] : 1.0f;
-      const bool add_bias = bias && split == 0;
-      const float b0 = add_bias ? ElemOps<T>::to_float(bias[col]) : 0.0f;
-      const float b1 = add_bias && col + 1 < p.n ? ElemOps<T>::to_float(bias[col + 1]) : 0.0f;
-      float* o = p.out + int64_t(slot / p.top_k) * p.ldo + col;
-      const float v0 = w * (acc[f] + b0), v1 = w * (acc[f + 1] + b1);
-      if (col + 1 < p.n && (p.ldo % 2) == 0) {
-        atomic_add2(o, v0, v1);
-      } else {
-        atomicAdd(o, v0);
-        if (col + 1 < p.n) atomicAdd(o + 1, v1);
-      }
-    }
-  }
+  wg_epilogue<T, BM, BN, GATE_UP>(p, acc, wg, tid % 128, s_slot, m_tile, col0, expert, split);
 #endif
 }
 
@@ -249,6 +271,129 @@ cudaError_t launch_wgmma_gemm(const GemmParams& p, int split_k, cudaStream_t str
   if (attr != cudaSuccess) return attr;
   const dim3 grid(unsigned(p.max_tiles) * unsigned(p.n_tiles), unsigned(split_k));
   kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(p);
+  return cudaGetLastError();
+}
+
+// ---- warp-specialized variant ---------------------------------------------------------------
+// One producer warpgroup streams K tiles with cp.async into a STAGES-deep ring while BM / 64
+// consumer warpgroups only issue wgmma: loads and tensor-core work no longer share warps, and
+// the ring is handed over through mbarriers (full: tile landed; empty: tile consumed) instead
+// of a block-wide barrier per K tile. The producer keeps STAGES - 2 tiles in flight and, for
+// each landed tile, fences the generic-proxy writes for the async proxy before signalling.
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, int parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nwait_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra wait_%=;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+
+template <typename T, int BM, int BN, int STAGES, bool GATE_UP>
+struct WsTile : WgTile<T, BM, BN, STAGES, GATE_UP> {
+  using Base = WgTile<T, BM, BN, STAGES, GATE_UP>;
+  static constexpr int kConsumers = Base::kThreads;
+  static constexpr int kThreadsWs = kConsumers + 128;
+  static constexpr int kLag = STAGES - 2;  // tiles the producer keeps in flight
+  static constexpr size_t kSmemBytesWs = Base::kSmemBytes + 2 * STAGES * 8;
+};
+
+template <typename T, int BM, int BN, int STAGES, bool GATE_UP>
+__global__ void __launch_bounds__(BM * 2 + 128, 1) wgmma_ws_gemm_kernel(const GemmParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using C = WsTile<T, BM, BN, STAGES, GATE_UP>;
+  extern __shared__ uint8_t smem_raw[];
+  uint32_t base = smem_addr(smem_raw);
+  const uint32_t pad = (1024u - (base & 1023u)) & 1023u;
+  base += pad;
+  int32_t* s_slot = reinterpret_cast<int32_t*>(smem_raw + pad + size_t(STAGES) * C::kStageBytes);
+  const uint32_t full0 = base + STAGES * C::kStageBytes + BM * 4;  // BM * 4 keeps 8-alignment
+  const uint32_t empty0 = full0 + STAGES * 8;
+
+  int m_tile, n_tile;
+  tile_coords(blockIdx.x, p.max_tiles, p.n_tiles, m_tile, n_tile);
+  if (m_tile >= *p.num_tiles) return;
+  const int split = blockIdx.y;
+  const int k_begin = split * p.k_per_split;
+  const int k_end = min(p.k, k_begin + p.k_per_split);
+  if (k_begin >= k_end && split > 0) return;
+  const int expert = p.tile_expert[m_tile];
+  const int tid = threadIdx.x;
+  if (tid == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      mbar_init(full0 + 8 * s, 128);
+      mbar_init(empty0 + 8 * s, C::kConsumers);
+    }
+  }
+  for (int r = tid; r < BM; r += C::kThreadsWs) s_slot[r] = p.sorted_slots[int64_t(m_tile) * BM + r];
+  __syncthreads();
+
+  const T* A = static_cast<const T*>(p.a);
+  const T* B = static_cast<const T*>(p.b) + expert * p.b_expert_stride;
+  const int col0 = n_tile * C::kOutCols;
+  const int KT = k_end > k_begin ? (k_end - k_begin + C::BK - 1) / C::BK : 0;
+
+  if (tid < 128) {  // producer warpgroup
+    for (int kt = 0; kt < KT; ++kt) {
+      const int s = kt % STAGES;
+      if (kt >= STAGES) mbar_wait(empty0 + 8 * s, ((kt / STAGES) - 1) & 1);
+      wg_load_tile<T, BM, BN, GATE_UP, 128>(p, base + s * C::kStageBytes, s_slot, A, B, m_tile,
+                                            col0, k_begin + kt * C::BK, k_end, tid);
+      cp_async_commit();
+      if (kt >= C::kLag) {
+        cp_async_wait<C::kLag>();  // tile kt - kLag has landed
+        fence_proxy_async();
+        mbar_arrive(full0 + 8 * ((kt - C::kLag) % STAGES));
+      }
+    }
+    cp_async_wait<0>();
+    fence_proxy_async();
+    for (int j = max(0, KT - C::kLag); j < KT; ++j) mbar_arrive(full0 + 8 * (j % STAGES));
+    return;
+  }
+
+  const int ctid = tid - 128, wg = ctid / 128;
+  float acc[C::kAcc];
+#pragma unroll
+  for (int i = 0; i < C::kAcc; ++i) acc[i] = 0.0f;
+  for (int kt = 0; kt < KT; ++kt) {
+    const int s = kt % STAGES;
+    mbar_wait(full0 + 8 * s, (kt / STAGES) & 1);
+    const uint32_t sa = base + s * C::kStageBytes + wg * 64 * 128;
+    const uint32_t sb = base + s * C::kStageBytes + C::kABytes;
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+      for (int nb = 0; nb < C::kNB; ++nb)
+        wgmma_m64n128k16<T>(acc + nb * 64, sw128_desc(sa + kk * 32),
+                            sw128_desc(sb + nb * 128 * 128 + kk * 32));
+    wgmma_commit();
+    wgmma_wait<1>();  // wgmma kt - 1 done: its stage goes back to the producer
+    if (kt > 0) mbar_arrive(empty0 + 8 * ((kt - 1) % STAGES));
+  }
+  wgmma_wait<0>();
+#pragma unroll
+  for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
+  wg_epilogue<T, BM, BN, GATE_UP>(p, acc, wg, ctid % 128, s_slot, m_tile, col0, expert, split);
+#endif
+}
+
+template <typename T, int BM, int BN, int STAGES, bool GATE_UP>
+cudaError_t launch_wgmma_ws_gemm(const GemmParams& p, int split_k, cudaStream_t stream) {
+  using C = WsTile<T, BM, BN, STAGES, GATE_UP>;
+  auto kernel = wgmma_ws_gemm_kernel<T, BM, BN, STAGES, GATE_UP>;
+  static const cudaError_t attr = cudaFuncSetAttribute(
+      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytesWs));
+  if (attr != cudaSuccess) return attr;
+  const dim3 grid(unsigned(p.max_tiles) * unsigned(p.n_tiles), unsigned(split_k));
+  kernel<<<grid, C::kThreadsWs, C::kSmemBytesWs, stream>>>(p);
   return cudaGetLastError();
 }
 
