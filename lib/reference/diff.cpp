@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <functional>
+#include <utility>
 
 #include "core/error.h"
 #include "core/parallel.h"
@@ -14,6 +15,7 @@
 #include "reference/checkpoint_weights.h"
 #include "reference/moe_reference.h"
 #include "reference/run_report.h"
+#include "reference/scratch_pool.h"
 #include "reference/shard_weights.h"
 #include "shard/shard_set.h"
 
@@ -156,6 +158,10 @@ DiffReport diff_models(const std::string& a_path, const std::string& b_path,
   uint64_t expert_bytes = a->layer(layers.front())->expert_bytes() +
                           b->layer(layers.front())->expert_bytes();
   Progress progress("diff", expert_bytes * p.num_experts * layers.size(), o.quiet);
+  // Decode buffers per worker, reused across experts and layers: fresh pages for full-size
+  // experts cost more than decoding them (see scratch_pool.h).
+  ScratchPool<std::pair<DenseMatrix, DenseMatrix>> scratch;
+  ScratchPool<MlpWeights> mlp_scratch;  // the same for --outputs' reference blocks
 
   for (int layer : layers) {
     LayerDiff d;
@@ -186,10 +192,13 @@ DiffReport diff_models(const std::string& a_path, const std::string& b_path,
     std::vector<ErrorAccumulator> acc(static_cast<size_t>(E) * 3), bias_acc(acc.size());
     std::vector<char> has_bias(acc.size(), 0);
     parallel_for(E, threads, [&](int64_t e) {
+      auto lease = scratch.take();
+      DenseMatrix& ma = lease->first;
+      DenseMatrix& mb = lease->second;
       for (int j = 0; j < 3; ++j) {
         const std::string what = std::string(proj_name(projs[j]));
-        DenseMatrix ma = wa->expert(static_cast<int>(e), projs[j]);
-        DenseMatrix mb = wb->expert(static_cast<int>(e), projs[j]);
+        wa->expert_into(static_cast<int>(e), projs[j], ma);
+        wb->expert_into(static_cast<int>(e), projs[j], mb);
         MOE_CHECK(ma.rows == mb.rows && ma.cols == mb.cols, ShapeMismatch, "", what,
                   "layer " + std::to_string(layer) + " expert " + std::to_string(e) +
                       ": shapes differ");
@@ -228,7 +237,7 @@ DiffReport diff_models(const std::string& a_path, const std::string& b_path,
 
     if (o.outputs) {
       const std::vector<float> x = random_hidden_states(o.tokens, p.hidden_size, o.seed, layer);
-      const ReferenceOptions ro{Precision::F64, threads, nullptr};
+      const ReferenceOptions ro{Precision::F64, threads, nullptr, &mlp_scratch};
       const BlockOutput oa = reference_block(p, *wa, x.data(), o.tokens, ro);
       const BlockOutput ob = reference_block(b->profile(), *wb, x.data(), o.tokens, ro);
       ErrorAccumulator out;

@@ -1,6 +1,7 @@
 #include "reference/run_report.h"
 
 #include <sys/stat.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -25,6 +26,13 @@
 namespace moe {
 
 namespace {
+
+// CPU time of the whole process: the reference's share of a shared, busy machine.
+double process_cpu_seconds() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
 
 bool is_file(const std::string& path) {
   struct stat st{};
@@ -177,10 +185,15 @@ RunReport run_check(const ShardSet& set, MoeBackend& backend, const std::string&
   const int H = source_profile.hidden_size, K = source_profile.top_k, E = source_profile.num_experts;
   const uint64_t expert_bytes =
       layers.empty() ? 0 : CheckpointLayerWeights(ckpt, mapping, layers.front()).expert_bytes();
-  uint64_t total = 0;
-  for (size_t i = 0; i < layers.size(); ++i) {
-    int t = o.ref_tokens > 0 ? std::min(o.ref_tokens, o.tokens) : o.tokens;
-    total += static_cast<uint64_t>(std::min<int64_t>(E, static_cast<int64_t>(t) * K)) * expert_bytes;
+  uint64_t total = 0;  // an upper bound: the experts the checked tokens can select
+  for (int layer : layers) {
+    int64_t t_all = o.tokens;
+    if (inputs) {  // a bad shape is reported by read_hidden_states below, naming the tensor
+      const Shape& shape = inputs->view(layer_tensor(layer, "hidden_states")).shape;
+      t_all = shape.empty() ? 0 : shape[0];
+    }
+    const int64_t t = o.ref_tokens > 0 ? std::min<int64_t>(o.ref_tokens, t_all) : t_all;
+    total += static_cast<uint64_t>(std::min<int64_t>(E, t * K)) * expert_bytes;
   }
   Progress progress("run: reference", total, o.quiet);
   ScratchPool<MlpWeights> scratch;
@@ -196,7 +209,11 @@ RunReport run_check(const ShardSet& set, MoeBackend& backend, const std::string&
 
     std::vector<int32_t> ids(static_cast<size_t>(tokens) * K);
     std::vector<float> weights(ids.size()), out(static_cast<size_t>(tokens) * H);
+    const auto t0 = std::chrono::steady_clock::now();
     backend.run_layer(set, layer, x.data(), tokens, {ids.data(), weights.data(), out.data()});
+    const auto t1 = std::chrono::steady_clock::now();
+    r.backend_seconds = std::chrono::duration<double>(t1 - t0).count();
+    const double cpu1 = process_cpu_seconds();
 
     const std::vector<int> checked = sample_tokens(tokens, o.ref_tokens, o.seed, layer);
     const int n = static_cast<int>(checked.size());
@@ -227,6 +244,9 @@ RunReport run_check(const ShardSet& set, MoeBackend& backend, const std::string&
       for (size_t i = 0; i < ref.size(); ++i) ref_out[i] = static_cast<float>(ref[i]);
       if (!r.metrics.finite) r.note = "backend output has NaN/Inf";
     }
+    r.reference_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+    r.reference_cpu_seconds = process_cpu_seconds() - cpu1;
     const Verdict v = judge(r.metrics, table, o.rtol, o.atol);
     r.rtol = v.rtol;
     r.atol = v.atol;
@@ -273,6 +293,9 @@ nlohmann::json RunReport::to_json() const {
     e["checked_tokens"] = l.ref_tokens;
     e["routing_agreement"] = l.routing_agreement;
     e["routing_weight_max_abs"] = l.weight_max_abs;
+    e["backend_seconds"] = l.backend_seconds;
+    e["reference_seconds"] = l.reference_seconds;
+    e["reference_cpu_seconds"] = l.reference_cpu_seconds;
     e["rtol"] = l.rtol;
     e["atol"] = l.atol;
     e["pass"] = l.pass;
@@ -292,8 +315,11 @@ std::string RunReport::table() const {
                 "result");
   s += line;
   int failed = 0;
+  double backend_s = 0, reference_s = 0;
   for (const LayerResult& l : layers) {
     failed += !l.pass;
+    backend_s += l.backend_seconds;
+    reference_s += l.reference_seconds;
     std::snprintf(line, sizeof line, "%5d %7d %7d %10s %10s %12s %7.1f%% %10s %10s  %s",
                   l.layer, l.tokens, l.ref_tokens, fmt("%.3e", l.metrics.max_abs).c_str(),
                   fmt("%.3e", l.metrics.rel_l2).c_str(), fmt("%.8f", l.metrics.cosine).c_str(),
@@ -308,7 +334,8 @@ std::string RunReport::table() const {
   s += failed ? std::to_string(failed) + " of " + std::to_string(layers.size()) +
                     " layers FAILED (layer " + failed_list + ")\n"
               : "all " + std::to_string(layers.size()) + " layers passed (" +
-                    fmt("%.1f", seconds) + " s)\n";
+                    fmt("%.1f", seconds) + " s; backend " + fmt("%.1f", backend_s) +
+                    " s, reference " + fmt("%.1f", reference_s) + " s)\n";
   return s;
 }
 

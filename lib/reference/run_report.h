@@ -32,6 +32,9 @@ struct LayerResult {
   ErrorMetrics metrics;            // backend output vs reference, on the checked tokens
   double routing_agreement = 0;    // share of checked tokens whose top-k sets agree
   double weight_max_abs = 0;       // backend routing weights vs the reference's, same ids
+  double backend_seconds = 0;      // the backend's run_layer on all tokens
+  double reference_seconds = 0;    // the reference (routing + block) on the checked tokens
+  double reference_cpu_seconds = 0;  // CPU time of the same, all threads: robust to a busy box
   double rtol = 0, atol = 0;
   bool pass = false;
   std::string note;                // why it failed, when not a plain tolerance miss

@@ -414,3 +414,66 @@ TEST_CASE("expert shapes that disagree with the profile are errors", "[reference
   r.ids = {1, 0};  // expert 3 not needed: not decoded, no error
   CHECK_NOTHROW(routed_experts(fc.profile, lw, x.data(), 1, r, {}));
 }
+
+TEST_CASE("gpt-oss block by hand: router bias, top-1 renormalized, clamped swiglu with biases",
+          "[reference]") {
+  // E = 2, H = I = 1. Router w {1, 1}, bias {0, 1}: expert 1 always wins and, renormalized over
+  // the top-1, weighs exactly 1 (softmax over both would give sigmoid(1) = 0.731).
+  // Expert 1: g = x + 0.5, u = x - 0.25, y = min(g, 7) sigmoid(1.702 min(g, 7))
+  // (clamp(u, -7, 7) + 1) + 0.125, with alpha the profile's float 1.702f.
+  ModelProfile p = base_profile(2, 1, 1, 1);
+  p.routing.has_router_bias = true;
+  p.has_expert_bias = true;
+  p.activation = Activation::SwigluOai;
+  DenseLayerWeights lw;
+  lw.router_w = {2, 1, {1.0f, 1.0f}};
+  lw.router_b = {0.0f, 1.0f};
+  lw.experts.push_back({{1, 1, {-1.0f}}, {1, 1, {3.0f}}, {1, 1, {2.0f}}, {0.2f}, {0.0f}, {5.0f}});
+  lw.experts.push_back({{1, 1, {1.0f}}, {1, 1, {1.0f}}, {1, 1, {1.0f}}, {0.5f}, {-0.25f}, {0.125f}});
+  struct Case {
+    float x;
+    double expected;
+  };
+  const Case cases[] = {
+      {2.0f, 6.903788051318503},    // g 2.5, u 1.75: no clamp
+      {10.0f, 56.12462502648411},   // g 10.5 -> 7, u 9.75 -> 7
+  };
+  for (const Case& c : cases) {
+    for (Precision prec : {Precision::F64, Precision::F32}) {
+      BlockOutput b = reference_block(p, lw, &c.x, 1, {prec, 1, nullptr});
+      REQUIRE(b.routing.ids == std::vector<int32_t>{1});
+      CHECK(b.routing.weights[0] == 1.0);
+      CHECK(b.out[0] == Approx(c.expected).epsilon(prec == Precision::F64 ? 1e-12 : 1e-6));
+    }
+  }
+}
+
+TEST_CASE("float64 expert MLP: few-row and many-row products agree with the naive one",
+          "[reference]") {
+  // run_mlp takes a matrix-vector path for up to 4 rows and a GEMM path above: both must be
+  // the naive float64 MLP up to summation order.
+  ModelProfile p = base_profile(1, 1, 70, 130);  // sizes not multiples of the 64-row blocks
+  p.has_expert_bias = true;
+  p.activation = Activation::SwigluOai;
+  Rng rng(12);
+  DenseLayerWeights lw = random_weights(p, rng);
+  const DenseExpert& e = lw.experts[0];
+  MlpWeights mlp{e.gate, e.up, e.down, e.gate_bias, e.up_bias, e.down_bias};
+  const std::vector<float> xs = rng.normal(9 * 70, 1.0f);
+  for (int rows : {1, 3, 4, 5, 9}) {
+    INFO(rows << " rows");
+    RowMatrix<double> x(rows, 70);
+    std::vector<double> naive;
+    for (int r = 0; r < rows; ++r) {
+      std::vector<double> xr(xs.begin() + r * 70, xs.begin() + (r + 1) * 70);
+      for (int h = 0; h < 70; ++h) x(r, h) = xr[h];
+      auto y = naive_mlp(p, e.gate, e.up, e.down, e.gate_bias, e.up_bias, e.down_bias, xr);
+      naive.insert(naive.end(), y.begin(), y.end());
+    }
+    const RowMatrix<double> y = run_mlp(mlp, x, activation_params(p));
+    std::vector<double> got(y.data(), y.data() + y.size());
+    const ErrorMetrics m = compare_to(got, naive);
+    CHECK(m.rel_l2 < 1e-13);
+    CHECK(m.ref_max_abs > 0.1);
+  }
+}

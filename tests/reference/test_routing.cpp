@@ -226,3 +226,66 @@ TEST_CASE("activations match hand-computed values", "[reference][activation]") {
     CHECK(h32 == Approx(c.expected).epsilon(1e-6));
   }
 }
+
+TEST_CASE("gpt-oss / GraniteMoE: top-k of (logits + router bias), softmax over the k",
+          "[reference][routing]") {
+  // x [1, 2] . W^T gives logits {1, -1, 2, 0}; gpt-oss's bias {0, 2.5, 0, 0.5} makes them
+  // {1, 1.5, 2, 0.5}: experts 2 and 1, weights softmax(2, 1.5) = sigmoid(+-0.5).
+  std::vector<float> x = {1.0f, -1.0f};
+  std::vector<float> w = {1, 0, 0, 1, 2, 0, 0, 0};  // [4, 2]
+  std::vector<float> b = {0.0f, 2.5f, 0.0f, 0.5f};
+  RoutingSpec spec;  // the family table's rows: softmax over E, then renormalize
+  spec.has_router_bias = true;
+  for (Precision prec : {Precision::F32, Precision::F64}) {
+    const double tol = prec == Precision::F32 ? 1e-6 : 1e-14;
+    auto logits = router_logits(x.data(), 1, 2, w.data(), 4, b.data(), prec);
+    Routing r = route(spec, 2, logits.data(), nullptr, 1, 4, prec);
+    REQUIRE(r.ids == std::vector<int32_t>{2, 1});
+    CHECK(r.weights[0] == Approx(0.6224593312018546).epsilon(tol));
+    CHECK(r.weights[1] == Approx(0.3775406687981454).epsilon(tol));
+    // GraniteMoE: no bias, so experts 2 and 0, softmax(2, 1) = sigmoid(+-1)
+    logits = router_logits(x.data(), 1, 2, w.data(), 4, nullptr, prec);
+    r = route(spec, 2, logits.data(), nullptr, 1, 4, prec);
+    REQUIRE(r.ids == std::vector<int32_t>{2, 0});
+    CHECK(r.weights[0] == Approx(0.7310585786300049).epsilon(tol));
+  }
+}
+
+TEST_CASE("Llama-4: top-k on logits, sigmoid of the selected, no renormalization",
+          "[reference][routing]") {
+  RoutingSpec spec;
+  spec.score = ScoreFunc::Sigmoid;
+  spec.renormalize = false;
+  spec.weight_on_input = true;  // changes the experts' input, not the routing
+  const std::vector<double> logits = {0.5, -1.0, 2.0};
+  Routing r = route1(spec, 1, logits);
+  REQUIRE(r.ids == std::vector<int32_t>{2});
+  CHECK(r.weights[0] == Approx(0.8807970779778823));  // sigmoid(2)
+  r = route1(spec, 2, logits);  // the weights sum to 1.50 > 1: not renormalized
+  REQUIRE(r.ids == std::vector<int32_t>{2, 0});
+  CHECK(r.weights[0] == Approx(0.8807970779778823));
+  CHECK(r.weights[1] == Approx(0.6224593312018546));  // sigmoid(0.5)
+}
+
+TEST_CASE("DeepSeek-V3 noaux_tc end to end on one token", "[reference][routing]") {
+  // 8 experts, 4 groups of 2, keep 2 groups, top-3, sigmoid, correction bias, renormalize,
+  // x 2.5. Scores s = {0.9, 0.1 | 0.6, 0.5 | 0.7, 0.2 | 0.3, 0.4}; bias lifts expert 7 by 0.5:
+  // biased {0.9, 0.1 | 0.6, 0.5 | 0.7, 0.2 | 0.3, 0.9}; group sums of top-2 {1.0, 1.1, 0.9,
+  // 1.2}: groups 3 and 1 kept; top-3 by biased score: 7 (0.9), 2 (0.6), 3 (0.5); weights from
+  // UNBIASED s {0.4, 0.6, 0.5} / 1.5 * 2.5.
+  auto logits = logits_for_sigmoid({0.9, 0.1, 0.6, 0.5, 0.7, 0.2, 0.3, 0.4});
+  std::vector<float> bias(8, 0.0f);
+  bias[7] = 0.5f;
+  RoutingSpec spec;
+  spec.score = ScoreFunc::Sigmoid;
+  spec.has_correction_bias = true;
+  spec.n_group = 4;
+  spec.topk_group = 2;
+  spec.group_score = GroupScore::SumTop2;
+  spec.routed_scaling_factor = 2.5f;
+  Routing r = route1(spec, 3, logits, bias);
+  REQUIRE(r.ids == std::vector<int32_t>{7, 2, 3});
+  CHECK(r.weights[0] == Approx(0.4 / 1.5 * 2.5));
+  CHECK(r.weights[1] == Approx(0.6 / 1.5 * 2.5));
+  CHECK(r.weights[2] == Approx(0.5 / 1.5 * 2.5));
+}

@@ -1,10 +1,11 @@
 // `run` end to end on synthetic checkpoints (lib/model/synthetic.h): the CPU backend against the
 // float64 reference for every family, straight from a checkpoint and from shard sets of a spread
-// of plans; faulty backends and corrupted shards must fail; dumps replay through --inputs; and
-// `diff` reassembles shard sets exactly and refuses different models. The CLI cases run the
-// built tool through $MOE_TOOL.
+// of plans; faulty backends and corrupted shards must fail; dumps hold what the backend returned
+// and replay through --inputs; `diff` reassembles shard sets exactly, measures a perturbed copy
+// exactly and refuses different models. The CLI cases run the built tool through $MOE_TOOL.
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdio>
@@ -12,14 +13,19 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <set>
 #include <string>
 
 #include "core/error.h"
+#include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
+#include "mapping/expert_mapping.h"
 #include "model/synthetic.h"
+#include "reference/checkpoint_weights.h"
 #include "reference/diff.h"
+#include "reference/moe_reference.h"
 #include "reference/run_report.h"
 #include "runtime/backend.h"
 #include "shard/convert.h"
@@ -376,4 +382,200 @@ TEST_CASE("diff CLI: weight and output differences, different models refused", "
   }
   CHECK(run_tool("diff " + tmp / "bf16" + " " + tmp / "other", &text) == 2);
   CHECK(text.find("num_experts 8 vs 16") != std::string::npos);
+}
+
+TEST_CASE("run: F16 and F32 shard sets pass under their own tolerance rows", "[reference][run]") {
+  TempDir tmp;
+  uint64_t seed = 90;
+  for (DType dt : {DType::F16, DType::F32}) {
+    INFO(dtype_name(dt));
+    const std::string ckpt = tmp / (std::string("ckpt-") + dtype_name(dt));
+    const std::string out = tmp / (std::string("shards-") + dtype_name(dt));
+    write_synthetic_checkpoint(ckpt, spec_for(Family::DeepseekV3, ++seed, dt));
+    convert_checkpoint(ckpt, out,
+                       convert_opts(2, 2, 1, Placement::RoundRobin, 32, 8, W13Order::GateUp));
+    const ShardSet set = ShardSet::open(out);
+    auto backend = make_cpu_backend(2);
+    const RunReport r = run_check(set, *backend, out, quiet_run(24));
+    check_all_pass(r, set.profile().moe_layers.size());
+    CHECK(r.encoding == dtype_name(dt));
+    CHECK(r.tolerance_basis == std::string("cpu/") + dtype_name(dt));
+  }
+}
+
+TEST_CASE("run: --dump holds the backend's full block output, its logical routing and the "
+          "reference",
+          "[reference][run]") {
+  // Qwen2-MoE: a shared expert with its sigmoid gate, so "full block output" is testable.
+  TempDir tmp;
+  const std::string ckpt = tmp / "ckpt";
+  write_synthetic_checkpoint(ckpt, spec_for(Family::Qwen2Moe, 57));
+  convert_checkpoint(ckpt, tmp / "shards",
+                     convert_opts(2, 2, 2, Placement::RoundRobin, 0, 0, W13Order::UpGate));
+  const ShardSet set = ShardSet::open(tmp / "shards");
+  const ModelProfile& p = set.profile();
+  const int T = 15, H = p.hidden_size, K = p.top_k, E = p.num_experts;
+  auto backend = make_cpu_backend(2);
+  RunOptions o = quiet_run(T);
+  o.seed = 5;
+  o.dump_file = tmp / "dump.safetensors";
+  const RunReport r = run_check(set, *backend, "x", o);
+  check_all_pass(r, p.moe_layers.size());
+
+  const SafetensorsFile dump(o.dump_file);
+  const Checkpoint source = Checkpoint::open(ckpt);
+  const ExpertMapping mapping(source, p);
+  auto floats = [](const TensorView& v) {
+    std::vector<float> out(static_cast<size_t>(v.numel()));
+    std::memcpy(out.data(), v.data, out.size() * 4);
+    return out;
+  };
+  auto rel_l2 = [](const std::vector<float>& a, const std::vector<double>& ref) {
+    return compare(a.data(), ref.data(), static_cast<int64_t>(ref.size())).rel_l2;
+  };
+  for (int L : p.moe_layers) {
+    INFO("layer " << L);
+    const std::string pre = "layers." + std::to_string(L) + ".";
+    const TensorView hs = dump.view(pre + "hidden_states"), out = dump.view(pre + "output"),
+                     ref = dump.view(pre + "reference"), ids = dump.view(pre + "topk_ids"),
+                     w = dump.view(pre + "topk_weights");
+    CHECK(out.dtype == DType::F32);
+    CHECK(out.shape == Shape{T, H});
+    CHECK(ref.shape == Shape{T, H});  // --ref-tokens 0: every token checked
+    CHECK(ids.dtype == DType::I32);
+    CHECK(ids.shape == Shape{T, K});
+    CHECK(w.shape == Shape{T, K});
+
+    // exactly what the backend returns for these hidden states
+    const std::vector<float> x = floats(hs);
+    CHECK(x == random_hidden_states(T, H, o.seed, L));
+    std::vector<int32_t> ids2(static_cast<size_t>(T) * K);
+    std::vector<float> w2(ids2.size()), out2(static_cast<size_t>(T) * H);
+    backend->run_layer(set, L, x.data(), T, {ids2.data(), w2.data(), out2.data()});
+    CHECK(std::memcmp(ids.data, ids2.data(), ids.nbytes) == 0);
+    CHECK(std::memcmp(w.data, w2.data(), w.nbytes) == 0);
+    CHECK(std::memcmp(out.data, out2.data(), out.nbytes) == 0);
+
+    // logical ids (the set has 10 physical experts for 8 logical), distinct per token, the
+    // reference's own choice; weights the reference's for those ids
+    std::vector<int32_t> id_vec(ids2);
+    for (int t = 0; t < T; ++t) {
+      std::set<int32_t> row(id_vec.begin() + t * K, id_vec.begin() + (t + 1) * K);
+      CHECK(row.size() == static_cast<size_t>(K));
+      CHECK(*row.begin() >= 0);
+      CHECK(*row.rbegin() < E);
+    }
+    const CheckpointLayerWeights lw(source, mapping, L);
+    const Routing own = reference_routing(p, lw, x.data(), T, Precision::F64);
+    CHECK(routing_agreement(own.ids.data(), id_vec.data(), T, K) >= 0.9);
+    const Routing under = reference_routing_for(p, lw, x.data(), T, id_vec, Precision::F64);
+    const std::vector<float> wf = floats(w);
+    CHECK(compare(wf.data(), under.weights.data(), T * K).max_abs < 1e-6);
+
+    // the output is routed + gated shared expert: far from the routed part alone, and the
+    // dumped reference is the float64 block under the backend's ids
+    const ReferenceOptions f64{Precision::F64, 2, nullptr};
+    const std::vector<double> routed = routed_experts(p, lw, x.data(), T, under, f64);
+    const std::vector<double> shared = shared_experts(p, lw, x.data(), T, Precision::F64);
+    std::vector<double> full(routed.size());
+    for (size_t i = 0; i < full.size(); ++i) full[i] = routed[i] + shared[i];
+    const std::vector<float> outf = floats(out), reff = floats(ref);
+    CHECK(rel_l2(outf, full) < 1e-5);
+    CHECK(rel_l2(outf, routed) > 0.05);
+    CHECK(rel_l2(reff, full) < 1e-7);  // float32 rounding of the float64 reference only
+  }
+
+  // the dump replays through the CLI's --inputs: same layers, same verdict
+  std::string text;
+  REQUIRE(run_tool("run " + tmp / "shards" + " --device cpu --json --inputs " + o.dump_file,
+                   &text) == 0);
+  const auto j = nlohmann::json::parse(text);
+  REQUIRE(j["layers"].size() == p.moe_layers.size());
+  for (const auto& l : j["layers"]) CHECK(l["tokens"] == T);
+}
+
+TEST_CASE("diff CLI: a bf16 checkpoint against a copy with one expert's up_proj perturbed",
+          "[reference][cli]") {
+  TempDir tmp;
+  const SyntheticSpec spec = spec_for(Family::Qwen3Moe, 33, DType::BF16);
+  write_synthetic_checkpoint(tmp / "a", spec);
+  fs::copy(tmp / "a", tmp / "b", fs::copy_options::recursive);
+  const int L = 1, E = spec.num_experts, hot = 3;
+  auto up_name = [&](int e) {
+    return "model.layers." + std::to_string(L) + ".mlp.experts." + std::to_string(e) +
+           ".up_proj.weight";
+  };
+  const std::string file_b = tmp / "b" + "/model.safetensors";
+  {  // b: expert 3's up_proj times (1 + 0.01 n), n ~ N(0, 1), rounded back to bf16
+    uint64_t begin, bytes;
+    {
+      SafetensorsFile f(file_b);
+      const TensorEntry& e = f.entry(up_name(hot));
+      REQUIRE(f.view(up_name(hot)).dtype == DType::BF16);
+      begin = f.header().data_offset + e.begin;
+      bytes = e.end - e.begin;
+    }
+    std::vector<uint16_t> v(bytes / 2);
+    std::fstream io(file_b, std::ios::in | std::ios::out | std::ios::binary);
+    io.seekg(static_cast<std::streamoff>(begin));
+    io.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(bytes));
+    std::mt19937 rng(4);
+    std::normal_distribution<float> n(0.0f, 1.0f);
+    for (uint16_t& b : v) b = f32_to_bf16(bf16_to_f32(b) * (1.0f + 0.01f * n(rng)));
+    io.seekp(static_cast<std::streamoff>(begin));
+    io.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(bytes));
+  }
+  // what diff must report for layer 1's "up", computed here from the files
+  double max_abs = 0, d2 = 0, a2 = 0, b2 = 0, ab = 0;
+  {
+    SafetensorsFile fa(tmp / "a" + "/model.safetensors"), fb(file_b);
+    for (int e = 0; e < E; ++e) {
+      const TensorView va = fa.view(up_name(e)), vb = fb.view(up_name(e));
+      for (int64_t i = 0; i < va.numel(); ++i) {
+        const double a = va.at(i), b = vb.at(i);
+        max_abs = std::max(max_abs, std::fabs(b - a));
+        d2 += (b - a) * (b - a);
+        a2 += a * a;
+        b2 += b * b;
+        ab += a * b;
+      }
+    }
+  }
+  REQUIRE(max_abs > 0);
+
+  std::string text;
+  REQUIRE(run_tool("diff " + tmp / "a" + " " + tmp / "b" + " --outputs --tokens 16 --json",
+                   &text) == 0);
+  INFO(text);
+  const auto j = nlohmann::json::parse(text);
+  REQUIRE(j["layers"].size() == 2u);
+  for (const auto& l : j["layers"]) {
+    const int layer = l["layer"];
+    for (const char* w : {"router", "gate", "up", "down"}) {
+      INFO("layer " << layer << " " << w);
+      const auto& m = l["weights"][w];
+      if (layer == L && std::string(w) == "up") {
+        CHECK(m["max_abs"].get<double>() == Approx(max_abs).epsilon(1e-12));
+        CHECK(m["rel_l2"].get<double>() == Approx(std::sqrt(d2 / a2)).epsilon(1e-9));
+        CHECK(m["cosine"].get<double>() ==
+              Approx(ab / (std::sqrt(a2) * std::sqrt(b2))).epsilon(1e-12));
+        CHECK(m["cosine"].get<double>() < 1.0);
+      } else {
+        CHECK(m["max_abs"].get<double>() == 0.0);
+        CHECK(m["rel_l2"].get<double>() == 0.0);
+      }
+    }
+    // outputs move only where the weights did; up_proj does not touch the routing
+    const double out_rel = l["output"]["rel_l2"];
+    CHECK(l["routing_agreement"].get<double>() == 1.0);
+    if (layer == L) {
+      CHECK(out_rel > 1e-5);
+      CHECK(out_rel < 1e-2);
+    } else {
+      CHECK(out_rel == 0.0);
+    }
+  }
+  // the table names the projection and the layer
+  REQUIRE(run_tool("diff " + tmp / "a" + " " + tmp / "b", &text) == 0);
+  CHECK(text.find("    1  up ") != std::string::npos);
 }
