@@ -3,12 +3,14 @@
 // floor measured in the same run (docs/perf.md); exit 1 when the kernel disagrees with the naive
 // in-tree oracle, 2 on bad input or without a GPU.
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <sstream>
 
 #include "command.h"
 #include "core/error.h"
 #include "runtime/gpu_bench.h"
+#include "runtime/nccl_bench.h"
 
 namespace {
 
@@ -17,6 +19,8 @@ struct Args {
   int experts = 0, top_k = 0, hidden = 0, inter = 0, layer = -1, rank = 0, weight_sets = 3;
   int check_max_tokens = 256;
   bool sweep = false, json = false, quiet = false;
+  std::string gpus;  // --gpus N|all|env: per-rank kernels and the NCCL all-reduce
+  double nccl_timeout = 300;
 };
 
 constexpr double kCheckTolerance = 1e-2;  // relative L2 vs the naive kernel (bf16 rounding)
@@ -65,6 +69,28 @@ void print_table(const moe::BenchReport& r) {
   }
 }
 
+// --gpus: one row per shard rank (its kernel time on its GPU) and per GPU its ranks' sum beside
+// its all-reduce time.
+void print_multi_gpu_table(const moe::MultiGpuBenchReport& r) {
+  std::printf("bench %s: E=%d top-%d H=%d I=%d %s on %s, NCCL %s, %s\n", r.shape.name.c_str(),
+              r.shape.experts, r.shape.top_k, r.shape.hidden, r.shape.inter, r.dtype.c_str(),
+              r.device.c_str(), r.nccl_version.c_str(), moe::world_summary(r.world).c_str());
+  std::printf("%7s %6s %6s %10s %12s %14s %10s %10s\n", "tokens", "gpu", "rank", "experts",
+              "kernel us", "all-reduce us", "busbw GB/s", "step us");
+  for (const auto& c : r.cells) {
+    for (const auto& m : c.members) {
+      for (const auto& rk : c.ranks)
+        if (rk.member == m.member)
+          std::printf("%7d %6d %6d %10d %12.1f\n", c.tokens, m.member, rk.rank, rk.experts,
+                      rk.kernel_us);
+      std::printf("%7d %6d %6s %10s %12.1f %14.1f\n", c.tokens, m.member, "sum", "",
+                  m.kernel_us_sum, m.allreduce_us);
+    }
+    std::printf("%7d %6s %6s %10s %12s %14.1f %10.1f %10.1f\n", c.tokens, "world", "", "", "",
+                c.allreduce_us, c.busbw_gbs, c.step_us);
+  }
+}
+
 }  // namespace
 
 static moe::cli::Registrar reg(70, [](CLI::App& app) {
@@ -87,6 +113,11 @@ static moe::cli::Registrar reg(70, [](CLI::App& app) {
                   "Compare with the naive kernel up to this many tokens")
       ->capture_default_str();
   sub->add_flag("--sweep", a->sweep, "Also time every tile configuration (tuning)");
+  sub->add_option("--gpus", a->gpus,
+                  "N GPUs, 'all', or 'env' (one process per GPU from launcher variables): "
+                  "per-rank kernel time and NCCL all-reduce time side by side");
+  sub->add_option("--nccl-timeout", a->nccl_timeout, "Seconds any NCCL wait may take")
+      ->check(CLI::PositiveNumber)->capture_default_str();
   sub->add_flag("--json", a->json, "Print the report as JSON");
   sub->add_flag("--quiet", a->quiet, "No progress line");
   return std::make_pair(sub, std::function<int()>([a] {
@@ -111,6 +142,15 @@ static moe::cli::Registrar reg(70, [](CLI::App& app) {
     o.sweep = a->sweep;
     o.check_max_tokens = a->check_max_tokens;
     o.quiet = a->quiet || a->json;
+    if (!a->gpus.empty()) {
+      moe::MultiGpuOptions mg = moe::parse_gpus_option(a->gpus, std::getenv);
+      mg.timeout_s = a->nccl_timeout;
+      const moe::MultiGpuBenchReport mr = moe::run_multi_gpu_bench(o, mg);
+      if (mr.world.process_rank != 0) return 0;  // launcher mode: process 0 prints the world
+      if (a->json) moe::cli::print_json(moe::multi_gpu_bench_to_json(mr));
+      else print_multi_gpu_table(mr);
+      return 0;
+    }
     const moe::BenchReport r = moe::run_bench(o);
     if (a->json) moe::cli::print_json(moe::bench_to_json(r));
     else print_table(r);

@@ -2,6 +2,7 @@
 // or the CUDA kernels) on the shards, against the float64 Eigen reference from the source
 // checkpoint; a per-layer table or --json; exit 0 all layers pass, 1 any fails, 2 bad input.
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 
 #include "command.h"
@@ -10,6 +11,7 @@
 #include "reference/run_report.h"
 #include "runtime/backend.h"
 #include "runtime/device_info.h"
+#include "runtime/multi_gpu.h"
 
 namespace {
 
@@ -19,6 +21,8 @@ struct Args {
   uint64_t seed = 0;
   double rtol = -1, atol = -1;
   bool json = false, quiet = false;
+  std::string gpus;           // --gpus N|all|env: several GPUs through NCCL
+  double nccl_timeout = 300;
 };
 
 // --device default: the GPU when this build and machine have one.
@@ -31,6 +35,31 @@ std::unique_ptr<moe::MoeBackend> make_backend(const std::string& device, int thr
   // Not referenced in CPU-only builds, so they link without lib/runtime/cuda_backend.cpp.
   moe::fail(moe::ErrorCode::Cuda, "", "", "--device cuda: " + moe::query_gpu().reason);
 #endif
+}
+
+// --gpus: the ranks spread over GPUs (runtime/multi_gpu.h), outputs all-reduced through NCCL. In
+// launcher mode every process runs the check; process 0 prints.
+int run_on_gpus(const moe::ShardSet& set, const Args& args, moe::RunOptions o) {
+  MOE_CHECK(args.device.empty() || args.device == "cuda", InvalidArgument, "", "",
+            "--gpus runs the CUDA backend; drop --device " + args.device);
+  moe::MultiGpuOptions mg = moe::parse_gpus_option(args.gpus, std::getenv);
+  mg.timeout_s = args.nccl_timeout;
+  const auto backend = moe::make_multi_gpu_backend(set, mg);
+  const bool printer = backend->world().process_rank == 0;
+  if (!printer) o.quiet = true;
+  const moe::RunReport report = moe::run_check(set, *backend, args.target, o);
+  if (!printer) return report.pass ? 0 : 1;
+  if (args.json) {
+    nlohmann::json j = report.to_json();
+    j["world"] = moe::world_json(backend->world());
+    j["world"]["nccl_version"] = backend->nccl_version();
+    moe::cli::print_json(j);
+  } else {
+    std::fputs(report.table().c_str(), stdout);
+    std::printf("NCCL %s: %s\n", backend->nccl_version().c_str(),
+                moe::world_summary(backend->world()).c_str());
+  }
+  return report.pass ? 0 : 1;
 }
 
 }  // namespace
@@ -58,6 +87,13 @@ static moe::cli::Registrar reg(40, [](CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--threads", args->threads, "CPU threads (default: all cores)")
       ->check(CLI::NonNegativeNumber);
+  sub->add_option("--gpus", args->gpus,
+                  "Spread the ranks over N GPUs (rank r on GPU r mod N), 'all', or 'env' (one "
+                  "process per GPU from RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT); "
+                  "outputs combined by NCCL all-reduce");
+  sub->add_option("--nccl-timeout", args->nccl_timeout,
+                  "Seconds any NCCL wait may take before the run is aborted")
+      ->check(CLI::PositiveNumber)->capture_default_str();
   sub->add_flag("--json", args->json, "Print the report as JSON");
   sub->add_flag("--quiet", args->quiet, "No progress line");
   return std::make_pair(sub, std::function<int()>([args] {
@@ -73,6 +109,7 @@ static moe::cli::Registrar reg(40, [](CLI::App& app) {
     o.threads = args->threads;
     o.quiet = args->quiet || args->json;
     const moe::ShardSet set = moe::open_run_target(args->target);
+    if (!args->gpus.empty()) return run_on_gpus(set, *args, o);
     auto backend = make_backend(args->device, args->threads);
     const moe::RunReport report = moe::run_check(set, *backend, args->target, o);
     if (args->json) moe::cli::print_json(report.to_json());

@@ -15,3 +15,11 @@ if(MOE_HAVE_CUDA)
     ${CMAKE_CURRENT_LIST_DIR}/gpu_moe.cpp
   )
 endif()
+# Several GPUs through NCCL: the world plan, the TCP bootstrap and the bench entry build
+# everywhere; the NCCL parts only where nccl.cmake finds NCCL.
+list(APPEND MOE_RUNTIME_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/multi_gpu.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/nccl_bootstrap.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/nccl_bench.cpp
+)
+include(${CMAKE_CURRENT_LIST_DIR}/nccl.cmake)

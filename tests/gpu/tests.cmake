@@ -11,3 +11,14 @@ moe_add_test(NAME test_cuda_backend
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cuda_backend.cpp
   LABELS gpu
   LIBS moe_runtime)
+# Several GPUs through NCCL. The whole suite is the gpu-labelled test (it exits 77 at its first
+# [gpu] case without a GPU or NCCL); its CPU cases (assignment, launcher variables, the TCP
+# bootstrap over localhost, CLI errors) also run alone under the cpu label.
+moe_add_test(NAME test_multi_gpu
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_multi_gpu.cpp
+  LABELS gpu
+  LIBS moe_runtime)
+add_dependencies(test_multi_gpu moe-tool)
+add_test(NAME test_multi_gpu_cpu COMMAND test_multi_gpu "~[gpu]")
+set_tests_properties(test_multi_gpu_cpu PROPERTIES LABELS cpu
+                     ENVIRONMENT "MOE_TOOL=$<TARGET_FILE:moe-tool>")
