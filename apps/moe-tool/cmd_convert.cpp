@@ -1,5 +1,8 @@
 // `moe-tool convert CKPT -o OUT`: a checkpoint -> one packed shard per rank + manifest.json
 // (docs/shard-format.md). Parses, calls lib/shard/convert, prints a summary or --json.
+#include <array>
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 
 #include "command.h"
@@ -9,11 +12,36 @@
 
 namespace {
 
+// Ctrl-C / SIGTERM / SIGHUP ask convert to stop at the next chunk, so the temporary output is
+// removed (a plain kill would leave OUT.tmp-* behind). A second signal kills as usual.
+std::atomic<bool> g_stop_requested{false};
+extern "C" void request_stop(int) { g_stop_requested.store(true); }
+
+class StopOnSignal {
+ public:
+  StopOnSignal() {
+    struct sigaction sa {};
+    sa.sa_handler = request_stop;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND;
+    for (size_t i = 0; i < kSignals.size(); ++i) ::sigaction(kSignals[i], &sa, &old_[i]);
+  }
+  ~StopOnSignal() {
+    for (size_t i = 0; i < kSignals.size(); ++i) ::sigaction(kSignals[i], &old_[i], nullptr);
+  }
+  StopOnSignal(const StopOnSignal&) = delete;
+  StopOnSignal& operator=(const StopOnSignal&) = delete;
+
+ private:
+  static constexpr std::array<int, 3> kSignals = {SIGINT, SIGTERM, SIGHUP};
+  std::array<struct sigaction, 3> old_{};
+};
+
 struct Args {
   std::string ckpt, out, placement = "linear", w13_order = "gate-up", layers, expert_map;
   int tp = 1, ep = 1, redundant = -1, threads = 0;
   int64_t pad_hidden = 0, pad_inter = 0;
-  bool moe_only = false, verify = false, force = false, quiet = false, json = false;
+  bool moe_only = false, verify = false, force = false, quiet = false, json = false, no_fsync = false;
 };
 
 void print_summary(const moe::ConvertResult& r) {
@@ -67,6 +95,9 @@ static moe::cli::Registrar reg(20, [](CLI::App& app) {
   sub->add_flag("--moe-only", args->moe_only, "Skip non-moe.safetensors");
   sub->add_flag("--verify", args->verify, "Re-read the output: checksums and every expert vs the source");
   sub->add_flag("--force", args->force, "Replace an existing output shard set");
+  sub->add_flag("--no-fsync", args->no_fsync,
+                "Do not wait for the disk: still atomic if convert fails or is killed, not "
+                "after a power loss");
   sub->add_flag("--quiet", args->quiet, "No progress line");
   sub->add_flag("--json", args->json, "Print the result as JSON");
   return std::make_pair(sub, std::function<int()>([args] {
@@ -87,7 +118,10 @@ static moe::cli::Registrar reg(20, [](CLI::App& app) {
     o.moe_only = args->moe_only;
     o.verify = args->verify;
     o.force = args->force;
+    o.durable = !args->no_fsync;
     o.quiet = args->quiet || args->json;
+    o.should_stop = [] { return g_stop_requested.load(); };
+    StopOnSignal stop_on_signal;
     const moe::ConvertResult r = moe::convert_checkpoint(args->ckpt, args->out, o);
     if (args->json) moe::cli::print_json(r.to_json());
     else if (!args->quiet) print_summary(r);

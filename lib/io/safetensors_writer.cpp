@@ -200,13 +200,15 @@ void SafetensorsWriter::commit() {
   MOE_CHECK(written_ == data_bytes_, InvalidArgument, path_, "",
             "commit() after " + std::to_string(written_.load()) + " of " +
                 std::to_string(data_bytes_) + " data bytes were written");
-  MOE_CHECK(::fsync(fd_) == 0, Io, path_, "", errno_text("fsync of " + tmp_path_ + " failed"));
+  MOE_CHECK(!durable_ || ::fsync(fd_) == 0, Io, path_, "",
+            errno_text("fsync of " + tmp_path_ + " failed"));
   const int fd = fd_;
   fd_ = -1;
   MOE_CHECK(::close(fd) == 0, Io, path_, "", errno_text("close of " + tmp_path_ + " failed"));
   MOE_CHECK(::rename(tmp_path_.c_str(), path_.c_str()) == 0, Io, path_, "",
             errno_text("cannot rename " + tmp_path_ + " into place"));
   committed_ = true;
+  if (!durable_) return;
   // Make the rename itself durable. Best effort: some filesystems refuse fsync on directories,
   // and the file is complete and in place either way.
   int dir = ::open(parent_dir(path_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -50,6 +50,10 @@ class SafetensorsWriter {
   // Checks that every data byte was written, then fsync, close, rename into place. Throws
   // Error{Io} on any failure (e.g. disk full). Calls begin_data() if nobody did.
   void commit();
+  // Durable (the default): commit() fsyncs the file before the rename and its directory after.
+  // Off: the rename alone, still atomic for a process that fails or is killed, not for a power
+  // loss (convert --no-fsync).
+  void set_durable(bool durable) { durable_ = durable; }
   const std::string& path() const { return path_; }
   const std::string& temp_path() const { return tmp_path_; }
 
@@ -70,7 +74,7 @@ class SafetensorsWriter {
   std::map<std::string, size_t> index_;  // name -> decls_ index
   int fd_ = -1;
   uint64_t data_offset_ = 0, data_bytes_ = 0;
-  bool begun_ = false, committed_ = false;
+  bool begun_ = false, committed_ = false, durable_ = true;
   size_t append_tensor_ = 0;     // append(): the tensor being filled (declaration order)
   uint64_t append_offset_ = 0;   // append(): bytes of it already written
   std::atomic<int> mode_{kNone};

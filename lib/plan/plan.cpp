@@ -230,6 +230,8 @@ Plan plan_placement(const ModelProfile& profile, const PlanOptions& o) {
 
   plan.hidden_size = profile.hidden_size;
   plan.hidden_size_padded = round_up(profile.hidden_size, o.pad_hidden_to);
+  plan.pad_hidden_to = o.pad_hidden_to;
+  plan.pad_intermediate_to = o.pad_intermediate_to;
   plan.intermediate =
       split_dim(profile.moe_intermediate_size, o.tp, o.pad_intermediate_to, "moe_intermediate_size");
   plan.shared = split_dim(profile.shared_intermediate_size, o.tp, o.pad_intermediate_to,

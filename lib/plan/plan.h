@@ -68,6 +68,7 @@ struct Plan {
   Placement placement = Placement::Linear;
   W13Order w13_order = W13Order::GateUp;
   int64_t hidden_size = 0, hidden_size_padded = 0;
+  int64_t pad_hidden_to = 0, pad_intermediate_to = 0;  // the options, 0 = none (manifest "padding")
   SplitDim intermediate;  // routed experts
   SplitDim shared;        // shared expert(s); size 0 = none
   std::vector<int> moe_layers;                           // written, ascending

@@ -1,7 +1,6 @@
 #include "shard/convert.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -24,6 +23,7 @@
 #include "shard/rank_builder.h"
 #include "shard/shard_check.h"
 #include "shard/shard_writer.h"
+#include "shard/source_reader.h"
 #include "shard/xxhash64.h"
 
 namespace fs = std::filesystem;
@@ -50,8 +50,8 @@ void fsync_path(const std::string& path, int flags) {
   ::close(fd);
 }
 
-// A small file written and fsynced (manifest.json, config.json).
-void write_durable(const std::string& path, const std::string& bytes) {
+// A small file written and, when durable, fsynced (manifest.json, config.json).
+void write_small_file(const std::string& path, const std::string& bytes, bool durable) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   MOE_CHECK(fd >= 0, Io, path, "", errno_text("cannot create"));
   size_t done = 0;
@@ -66,7 +66,7 @@ void write_durable(const std::string& path, const std::string& bytes) {
     }
     done += static_cast<size_t>(n);
   }
-  const bool synced = ::fsync(fd) == 0;
+  const bool synced = !durable || ::fsync(fd) == 0;
   std::string detail = synced ? "" : errno_text("fsync failed");
   MOE_CHECK(::close(fd) == 0 && synced, Io, path, "", synced ? errno_text("close failed") : detail);
 }
@@ -111,7 +111,7 @@ void check_output(const std::string& out, bool force) {
 }
 
 // Moves `tmp` to `out`, replacing an existing shard set at `out` (checked by check_output).
-void put_in_place(const std::string& tmp, const std::string& out, bool force) {
+void put_in_place(const std::string& tmp, const std::string& out, bool force, bool durable) {
   std::error_code ec;
   std::string old;
   if (force && fs::exists(fs::symlink_status(out, ec))) {
@@ -131,8 +131,9 @@ void put_in_place(const std::string& tmp, const std::string& out, bool force) {
     errno = e;
     fail(ErrorCode::Io, out, "", errno_text("cannot rename " + tmp + " into place"));
   }
-  fsync_path(fs::path(out).parent_path().empty() ? "." : fs::path(out).parent_path().string(),
-             O_RDONLY | O_DIRECTORY);
+  if (durable)
+    fsync_path(fs::path(out).parent_path().empty() ? "." : fs::path(out).parent_path().string(),
+               O_RDONLY | O_DIRECTORY);
   if (!old.empty()) fs::remove_all(old, ec);
 }
 
@@ -140,23 +141,6 @@ uint64_t peak_rss_bytes() {
   struct rusage ru {};
   ::getrusage(RUSAGE_SELF, &ru);
   return static_cast<uint64_t>(ru.ru_maxrss) * 1024;  // Linux reports KiB
-}
-
-// Drops source pages a chunk has read from this process's page tables (they stay in the page
-// cache), so resident memory stays bounded for any checkpoint size. Only inside the
-// checkpoint's read-only file mappings, where a later touch simply faults the page back in.
-std::function<void(const uint8_t*, const uint8_t*)> page_releaser(const Checkpoint& ckpt) {
-  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  return [&ckpt, page](const uint8_t* lo, const uint8_t* hi) {
-    for (const auto& f : ckpt.files()) {
-      const uint8_t* b = f->mapped().data();
-      if (!b || lo < b || hi > b + f->mapped().size()) continue;
-      uintptr_t start = reinterpret_cast<uintptr_t>(lo) & ~(page - 1);
-      (void)::madvise(reinterpret_cast<void*>(start), reinterpret_cast<uintptr_t>(hi) - start,
-                      MADV_DONTNEED);
-      return;
-    }
-  };
 }
 
 std::string relative_to(const std::string& path, const std::string& root) {
@@ -252,7 +236,10 @@ ConvertResult convert_checkpoint(const std::string& ckpt_path, const std::string
 
   WriteOptions wo;
   wo.threads = o.threads > 0 ? o.threads : default_threads();
-  wo.release_source = page_releaser(ckpt);
+  const SourceReader source(ckpt);
+  wo.source = &source;
+  wo.should_stop = o.should_stop;
+  wo.durable = o.durable;
   std::vector<WrittenFile> written;
   {
     Progress progress("convert", planned_bytes(files), o.quiet);
@@ -260,6 +247,8 @@ ConvertResult convert_checkpoint(const std::string& ckpt_path, const std::string
     progress.finish();
   }
 
+  MOE_CHECK(!o.should_stop || !o.should_stop(), Io, out, "",
+            "interrupted; the incomplete output is removed");
   ConvertResult result;
   result.output = out;
   nlohmann::json m = manifest_from_plan(plan, profile);
@@ -287,15 +276,18 @@ ConvertResult convert_checkpoint(const std::string& ckpt_path, const std::string
   } else {
     m["non_moe"] = nullptr;
   }
-  write_durable(tmp.path() + "/config.json", config_bytes);
-  write_durable(tmp.path() + "/" + kManifestName, m.dump(2) + "\n");
-  fsync_path(tmp.path(), O_RDONLY | O_DIRECTORY);
-  put_in_place(tmp.path(), out, o.force);
+  write_small_file(tmp.path() + "/config.json", config_bytes, o.durable);
+  write_small_file(tmp.path() + "/" + kManifestName, m.dump(2) + "\n", o.durable);
+  if (o.durable) fsync_path(tmp.path(), O_RDONLY | O_DIRECTORY);
+  put_in_place(tmp.path(), out, o.force, o.durable);
   tmp.release();
 
   result.manifest = std::move(m);
   result.placement_summary = plan.placement_summary();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // Before --verify: it reads through the files' mappings, whose pages then count as resident
+  // (reclaimable page cache, but RSS all the same).
+  result.peak_rss_bytes = peak_rss_bytes();
   if (o.verify) {
     result.verified = true;
     CheckReport v = validate_shard_set(out);
@@ -303,7 +295,6 @@ ConvertResult convert_checkpoint(const std::string& ckpt_path, const std::string
     result.verify_problems = v.problems;
     result.verify_problems.insert(result.verify_problems.end(), s.problems.begin(), s.problems.end());
   }
-  result.peak_rss_bytes = peak_rss_bytes();
   return result;
 }
 

@@ -3,6 +3,7 @@
 // manifest.json and renames the directory to OUT only when everything is on disk.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -17,7 +18,13 @@ struct ConvertOptions {
   bool moe_only = false;  // skip non-moe.safetensors
   bool force = false;     // replace an existing OUT
   bool verify = false;    // re-read and compare with the source afterwards
+  // fsync every file before the renames (the output survives a power loss once convert
+  // returns). Off (--no-fsync): still atomic against a failed or killed process.
+  bool durable = true;
   bool quiet = false;     // no progress line
+  // Polled while writing (the CLI sets it from SIGINT / SIGTERM); true aborts with Error{Io}
+  // "interrupted" and leaves no OUT behind.
+  std::function<bool()> should_stop;
 };
 
 struct ConvertResult {
@@ -27,7 +34,7 @@ struct ConvertResult {
   uint64_t bytes_written = 0;
   uint64_t source_bytes = 0;  // the checkpoint's tensor bytes
   double seconds = 0;
-  uint64_t peak_rss_bytes = 0;  // getrusage of this process
+  uint64_t peak_rss_bytes = 0;  // getrusage of this process, before --verify
   bool verified = false;        // --verify ran
   std::vector<std::string> verify_problems;  // empty = verify passed
   nlohmann::json to_json() const;

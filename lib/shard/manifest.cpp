@@ -69,6 +69,10 @@ nlohmann::json manifest_from_plan(const Plan& plan, const ModelProfile& profile)
   m["shared_intermediate_size"] = plan.shared.size;
   m["shared_per_rank"] = plan.shared.per_rank;
   m["shared_per_rank_padded"] = plan.shared.per_rank_padded;
+  // What was asked for (0 = none); the *_padded sizes above are what it gave.
+  m["padding"] = {{"pad_hidden_to", plan.pad_hidden_to},
+                  {"pad_intermediate_to", plan.pad_intermediate_to},
+                  {"pads", "zero"}};
   m["moe_layers"] = plan.moe_layers;
   nlohmann::json p2l = nlohmann::json::object();
   for (const auto& [layer, map] : plan.physical_to_logical) p2l[std::to_string(layer)] = map;
@@ -84,7 +88,8 @@ nlohmann::json manifest_from_plan(const Plan& plan, const ModelProfile& profile)
                      {"ep_rank", r.ep_rank},
                      {"file", rank_file_name(r.rank, plan.world_size)},
                      {"num_local_experts", r.local_to_physical.size()},
-                     {"local_to_physical", r.local_to_physical}});
+                     {"local_to_physical", r.local_to_physical},
+                     {"expert_map", plan.expert_map(r.rank)}});
   m["ranks"] = ranks;
   return m;
 }

@@ -274,31 +274,56 @@ void TensorBuild::add(int64_t rows, const MatrixView& src, bool from_source) {
 
 void TensorBuild::add_zeros(int64_t rows) { add(rows, MatrixView{}, false); }
 
+size_t TensorBuild::segment_of(int64_t row) const {
+  return std::upper_bound(starts_.begin(), starts_.end(), row) - starts_.begin() - 1;
+}
+
+void TensorBuild::fill_segment(const Segment& seg, const MatrixView& src, int64_t first, int64_t a,
+                               int64_t b, uint8_t* d) const {
+  const int64_t src_rows = seg.src.data ? std::min(seg.src.rows, b) : 0;
+  if (a < src_rows) {
+    const uint64_t used = static_cast<uint64_t>(seg.src.cols) * seg.src.elem_bytes();
+    CopyFn copy = copy_fn(seg.src.elem_bytes());
+    MOE_ASSERT(copy != nullptr);
+    copy(src, a - first, src_rows - first, d, row_bytes_);
+    if (used < row_bytes_)
+      for (int64_t k = a; k < src_rows; ++k)
+        std::memset(d + (k - a) * row_bytes_ + used, 0, row_bytes_ - used);
+  }
+  const int64_t zero_from = std::max(a, src_rows);
+  if (zero_from < b) std::memset(d + (zero_from - a) * row_bytes_, 0, (b - zero_from) * row_bytes_);
+}
+
 void TensorBuild::fill(int64_t row_begin, int64_t row_end, uint8_t* dst) const {
   MOE_ASSERT(row_begin >= 0 && row_begin <= row_end && row_end <= total_rows_);
-  // First segment that ends after row_begin.
-  size_t s = std::upper_bound(starts_.begin(), starts_.end(), row_begin) - starts_.begin() - 1;
-  for (int64_t r = row_begin; r < row_end; ++s) {
-    MOE_ASSERT(s < segments_.size());
+  for (int64_t r = row_begin, s = segment_of(row_begin); r < row_end; ++s) {
+    MOE_ASSERT(static_cast<size_t>(s) < segments_.size());
     const Segment& seg = segments_[s];
     const int64_t a = r - starts_[s];  // segment-local
     const int64_t b = std::min(seg.rows, row_end - starts_[s]);
-    uint8_t* d = dst + (r - row_begin) * row_bytes_;
-    const int64_t src_rows = seg.src.data ? std::min(seg.src.rows, b) : 0;
-    if (a < src_rows) {
-      const uint64_t used = static_cast<uint64_t>(seg.src.cols) * seg.src.elem_bytes();
-      CopyFn copy = copy_fn(seg.src.elem_bytes());
-      MOE_ASSERT(copy != nullptr);
-      copy(seg.src, a, src_rows, d, row_bytes_);
-      if (used < row_bytes_)
-        for (int64_t k = a; k < src_rows; ++k)
-          std::memset(d + (k - a) * row_bytes_ + used, 0, row_bytes_ - used);
-    }
-    const int64_t zero_from = std::max(a, src_rows);
-    if (zero_from < b)
-      std::memset(d + (zero_from - a) * row_bytes_, 0, (b - zero_from) * row_bytes_);
+    fill_segment(seg, seg.src, 0, a, b, dst + (r - row_begin) * row_bytes_);
     r = starts_[s] + b;
   }
+}
+
+MatrixView TensorBuild::source_rows(int64_t row_begin, int64_t row_end) const {
+  const size_t s = segment_of(row_begin);
+  const Segment& seg = segments_[s];
+  const int64_t a = row_begin - starts_[s], b = row_end - starts_[s];
+  MOE_ASSERT(a >= 0 && a <= b && b <= seg.rows);  // inside one segment
+  const int64_t end = std::min(b, seg.src.rows);
+  if (!seg.from_source || !seg.src.data || seg.src.cols == 0 || a >= end) return MatrixView{};
+  return seg.src.row_block(a, end - a);
+}
+
+void TensorBuild::fill_from(int64_t row_begin, int64_t row_end, const MatrixView& staged,
+                            uint8_t* dst) const {
+  const size_t s = segment_of(row_begin);
+  const Segment& seg = segments_[s];
+  const int64_t a = row_begin - starts_[s], b = row_end - starts_[s];
+  MOE_ASSERT(a >= 0 && a <= b && b <= seg.rows);
+  if (source_rows(row_begin, row_end).rows == 0) return fill_segment(seg, seg.src, 0, a, b, dst);
+  fill_segment(seg, staged, a, a, b, dst);
 }
 
 const uint8_t* TensorBuild::direct_span(int64_t row_begin, int64_t row_end) const {

@@ -41,15 +41,19 @@ class TensorBuild {
 
   // Writes rows [row_begin, row_end) into dst ((row_end - row_begin) * row_bytes bytes).
   void fill(int64_t row_begin, int64_t row_end, uint8_t* dst) const;
+  // For rows inside one segment: the checkpoint rows they read, as a view into the mapping
+  // (rows == 0 when they read none: padding, zeros, literal data). The writer copies those
+  // bytes out with pread (source_reader.h) and then calls fill_from with the copy.
+  MatrixView source_rows(int64_t row_begin, int64_t row_end) const;
+  // fill() for rows inside one segment, reading the source from `staged`: the matrix
+  // source_rows(row_begin, row_end) returned, held elsewhere (ignored when that had no rows).
+  void fill_from(int64_t row_begin, int64_t row_end, const MatrixView& staged, uint8_t* dst) const;
   // When rows [row_begin, row_end) are one contiguous source span with no padding (the common
   // case: a TP slice of gate/up, a whole expert at TP 1), that span; else nullptr. The writer
-  // then writes straight from the source mapping instead of gathering into a buffer.
+  // then reads it in one pread straight into the output buffer, no gather.
   const uint8_t* direct_span(int64_t row_begin, int64_t row_end) const;
   // First output row of each segment (the writer cuts chunks at these boundaries).
   const std::vector<int64_t>& segment_starts() const { return starts_; }
-  // Calls fn(begin, end) for the source byte ranges rows [row_begin, row_end) read.
-  template <typename Fn>
-  void for_each_source_range(int64_t row_begin, int64_t row_end, Fn&& fn) const;
 
   // Literal data (the maps) that segments point into; kept alive with the build.
   std::shared_ptr<std::vector<uint8_t>> owned;
@@ -62,6 +66,12 @@ class TensorBuild {
   int64_t total_rows_ = 0;
   std::vector<Segment> segments_;
   std::vector<int64_t> starts_;  // first output row of each segment
+
+  size_t segment_of(int64_t row) const;
+  // Segment-local rows [a, b) of `seg` into dst; `src` holds the segment's source rows from
+  // segment row `first` on (seg.src itself with first = 0, or a staged copy).
+  void fill_segment(const Segment& seg, const MatrixView& src, int64_t first, int64_t a, int64_t b,
+                    uint8_t* dst) const;
 };
 
 // The tensor names of a rank file, `layers.{L}.<name>`.
@@ -78,18 +88,5 @@ void check_convertible(const ModelProfile& profile, const std::string& config_pa
 // The tensors of `ckpt` that belong to no MoE layer of `profile`, unchanged, sorted by name.
 std::vector<TensorBuild> build_non_moe(const Checkpoint& ckpt, const ModelProfile& profile,
                                        const ExpertMapping& mapping);
-
-template <typename Fn>
-void TensorBuild::for_each_source_range(int64_t row_begin, int64_t row_end, Fn&& fn) const {
-  for (size_t s = 0; s < segments_.size(); ++s) {
-    const Segment& seg = segments_[s];
-    int64_t a = std::max<int64_t>(row_begin - starts_[s], 0);
-    int64_t b = std::min<int64_t>(row_end - starts_[s], std::min(seg.rows, seg.src.rows));
-    if (!seg.from_source || a >= b || seg.src.cols == 0) continue;
-    const uint8_t* lo = seg.src.ptr(a, 0);
-    const uint8_t* hi = seg.src.ptr(b - 1, seg.src.cols - 1) + seg.src.elem_bytes();
-    fn(lo, hi);
-  }
-}
 
 }  // namespace moe

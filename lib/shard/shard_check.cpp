@@ -89,6 +89,26 @@ bool check_file(const std::string& dir, const nlohmann::json& entry, Problems& p
   return true;
 }
 
+// A manifest list of ids; anything else (a hand-edited manifest) reads as empty, which the
+// comparisons then report.
+std::vector<int32_t> int_list(const nlohmann::json& j) {
+  std::vector<int32_t> out;
+  if (!j.is_array()) return out;
+  for (const auto& v : j) {
+    if (!v.is_number_integer()) return {};
+    out.push_back(v.get<int32_t>());
+  }
+  return out;
+}
+
+std::vector<int32_t> manifest_p2l(const nlohmann::json& m, int layer) {
+  const std::string key = std::to_string(layer);
+  if (!m.contains("physical_to_logical") || !m["physical_to_logical"].is_object() ||
+      !m["physical_to_logical"].contains(key))
+    return {};
+  return int_list(m["physical_to_logical"][key]);
+}
+
 std::vector<int32_t> read_i32(const SafetensorsFile& f, const std::string& name) {
   TensorView v = f.view(name);
   std::vector<int32_t> out(static_cast<size_t>(std::max<int64_t>(v.numel(), 0)));
@@ -198,7 +218,7 @@ CheckReport validate_shard_set(const std::string& dir) {
     ++files_ok;
     try {
       SafetensorsFile f(path);
-      const auto want_local = entry.value("local_to_physical", std::vector<int32_t>{});
+      const auto want_local = int_list(entry.value("local_to_physical", nlohmann::json()));
       for (int layer : layers) {
         auto name = [&](const char* n) { return shard_tensor_name(layer, n); };
         for (const char* req : {"w13_weight", "w2_weight", "router_weight", "expert_map",
@@ -213,7 +233,10 @@ CheckReport validate_shard_set(const std::string& dir) {
         if (local != want_local)
           problems.add(path + ": layer " + std::to_string(layer) +
                        " local_to_physical differs from the manifest's rank entry");
-        const auto mp2l = m["physical_to_logical"].value(std::to_string(layer), std::vector<int32_t>{});
+        if (entry.contains("expert_map") && emap != int_list(entry["expert_map"]))
+          problems.add(path + ": layer " + std::to_string(layer) +
+                       " expert_map differs from the manifest's rank entry");
+        const auto mp2l = manifest_p2l(m, layer);
         if (p2l != mp2l)
           problems.add(path + ": layer " + std::to_string(layer) +
                        " physical_to_logical differs from the manifest");
@@ -271,7 +294,7 @@ CheckReport validate_shard_set(const std::string& dir) {
 
   // Coverage: each physical expert on exactly one EP rank per TP rank; each logical somewhere.
   for (int layer : layers) {
-    const auto mp2l = m["physical_to_logical"].value(std::to_string(layer), std::vector<int32_t>{});
+    const auto mp2l = manifest_p2l(m, layer);
     if (static_cast<int>(mp2l.size()) != g.num_physical_experts) {
       problems.add(mpath + ": physical_to_logical of layer " + std::to_string(layer) +
                    " does not list num_physical_experts entries");

@@ -45,15 +45,16 @@ struct Chunk {
   size_t file, tensor;
   int64_t row_begin, row_end;
   uint64_t offset, bytes;  // within the tensor
-  // Resident memory while in flight: the gather buffer (none when written straight from the
-  // source) plus the source pages it maps until released (a TP slice of w2 spans whole rows).
+  // Buffer bytes while in flight: the output buffer plus, for a gather, the staged source rows.
   uint64_t cost;
 };
 
-uint64_t chunk_cost(const TensorBuild& tb, int64_t r, int64_t e) {
-  uint64_t cost = tb.direct_span(r, e) ? 0 : (e - r) * tb.row_bytes();
-  tb.for_each_source_range(r, e, [&](const uint8_t* lo, const uint8_t* hi) { cost += hi - lo; });
-  return std::max<uint64_t>(cost, 1);
+uint64_t chunk_cost(const TensorBuild& tb, int64_t r, int64_t e, bool staged_reads) {
+  uint64_t cost = static_cast<uint64_t>(e - r) * tb.row_bytes();
+  if (!staged_reads || tb.direct_span(r, e)) return std::max<uint64_t>(cost, 1);
+  const MatrixView v = tb.source_rows(r, e);
+  const uint64_t used = static_cast<uint64_t>(v.cols) * v.elem_bytes() * v.rows;
+  return std::max<uint64_t>(cost + std::max(view_span_bytes(v), used), 1);
 }
 
 // The header bytes SafetensorsWriter wrote (begin_data), read back through our own descriptor.
@@ -74,11 +75,18 @@ std::string read_prefix(int fd, uint64_t n, const std::string& name_for_errors) 
 // and the disk works while we produce the rest (as sequential writers in databases do).
 constexpr uint64_t kWritebackStep = 64ull << 20;
 
-// Workers take chunks in file order (bounded by the in-flight budget), fill them (or point at
-// the source span), write them with write_at, and then, if the chunk is the next one in file
-// order, hash it and every following ready chunk while the bytes are still in their cache.
-// Exactly one thread holds the hashing role at a time; the role is handed over under mu_ so a
-// ready chunk is never left unhashed. The closer thread commits finished files (fsync).
+// Workers take chunks in file order (bounded by the in-flight budget) and fill them (pread, or
+// gather from staged source rows). Two in-order roles then walk the filled chunks: `hash`
+// (XXH64 of each file, header first, no second pass) and `write` (pwrite). Each role is held by
+// at most one thread at a time and handed over under mu_, so a filled chunk is never left
+// behind; a worker that has filled a chunk tries both. Why this split:
+//  - one writer per file, in offset order: ext4 serialises buffered writes to a file on the
+//    inode lock, and two threads pwriting into one file spent a quarter of their CPU spinning
+//    on it (perf, docs/perf.md "convert");
+//  - hashing apart from writing: the write (the kernel's copy into the page cache) is the long
+//    pole, and with the hash beside it instead of in front of it the writer runs at cp's pace.
+// A chunk's buffer is released when both roles have passed it; a file goes to the closer thread
+// (fsync, rename) when both have passed its last chunk.
 class Pipeline {
  public:
   Pipeline(const std::vector<OutputFile>& files, const WriteOptions& o, Progress* progress)
@@ -98,13 +106,14 @@ class Pipeline {
           for (int64_t r = starts[s]; r < end; r += step) {
             const int64_t e = std::min(r + step, end);
             chunks_.push_back({f, t, r, e, r * tb.row_bytes(), (e - r) * tb.row_bytes(),
-                               chunk_cost(tb, r, e)});
+                               chunk_cost(tb, r, e, opt_.source != nullptr)});
           }
         }
       }
       state_[f].end_chunk = chunks_.size();
     }
     ready_.resize(chunks_.size());
+    roles_done_.assign(chunks_.size(), 0);
   }
 
   std::vector<WrittenFile> run() {
@@ -112,16 +121,16 @@ class Pipeline {
     std::vector<std::thread> pool;
     for (int i = 0; i < std::max(1, opt_.threads); ++i) pool.emplace_back([this] { fill_loop(); });
     try {
-      try_hash();  // leading files without data need no worker
+      try_roles();  // leading files without data need no worker
     } catch (...) {
       set_error(std::current_exception());
     }
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || cur_file_ == files_.size(); });
+      done_cv_.wait(lock, [&] { return stop_ || handed_to_closer_ == files_.size(); });
       closing_done_ = true;
     }
-    cv_.notify_all();
+    close_cv_.notify_all();
     for (auto& t : pool) t.join();
     closer.join();
     if (error_) {
@@ -144,10 +153,17 @@ class Pipeline {
       if (fd >= 0) ::close(fd);
     }
   };
-  // A filled chunk: its bytes are either `buf` or a span of the source mapping.
+  // A filled chunk: its bytes are `buf`, or (no SourceReader) a span of the source memory.
   struct Ready {
-    std::vector<uint8_t> buf;
+    ByteBuffer buf;
     const uint8_t* data = nullptr;
+  };
+  enum Role { kHash, kWrite, kRoleCount };
+  // Where a role is: at chunk `next` of file `file` (files_.size() when done).
+  struct Cursor {
+    bool held = false;     // a thread is walking it
+    bool started = false;  // the current file's start is done (hash: header hashed)
+    size_t file = 0, next = 0;
   };
 
   void set_error(std::exception_ptr e) {
@@ -156,7 +172,9 @@ class Pipeline {
       if (!error_) error_ = e;
       stop_ = true;
     }
-    cv_.notify_all();
+    take_cv_.notify_all();
+    close_cv_.notify_all();
+    done_cv_.notify_all();
   }
 
   SafetensorsWriter& open(size_t f) {
@@ -165,6 +183,7 @@ class Pipeline {
     if (s.writer) return *s.writer;
     const OutputFile& file = files_[f];
     auto w = std::make_unique<SafetensorsWriter>(file.path, file.metadata);
+    w->set_durable(opt_.durable);
     for (size_t t : s.order) w->declare(file.tensors[t].name(), file.tensors[t].dtype(), file.tensors[t].shape());
     w->begin_data();
     uint64_t data_bytes = 0;
@@ -183,19 +202,19 @@ class Pipeline {
     return *s.writer;
   }
 
-  std::vector<uint8_t> take_buffer(uint64_t n) {
+  ByteBuffer take_buffer(uint64_t n) {
     std::lock_guard<std::mutex> lock(pool_mu_);
     for (size_t i = 0; i < free_.size(); ++i)
       if (free_[i].capacity() >= n) {
-        std::vector<uint8_t> b = std::move(free_[i]);
+        ByteBuffer b = std::move(free_[i]);
         free_.erase(free_.begin() + static_cast<long>(i));
         b.resize(n);
         return b;
       }
     if (!free_.empty()) free_.pop_back();  // too small: let it go rather than hoard
-    return std::vector<uint8_t>(n);
+    return ByteBuffer(n);
   }
-  void give_buffer(std::vector<uint8_t> b) {
+  void give_buffer(ByteBuffer b) {
     std::lock_guard<std::mutex> lock(pool_mu_);
     free_.push_back(std::move(b));
   }
@@ -205,10 +224,12 @@ class Pipeline {
       size_t i;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] {
+        ++take_waiters_;
+        take_cv_.wait(lock, [&] {
           return stop_ || next_take_ >= chunks_.size() || inflight_ == 0 ||
                  inflight_ + chunks_[next_take_].cost <= opt_.max_inflight_bytes;
         });
+        --take_waiters_;
         if (stop_ || next_take_ >= chunks_.size()) return;
         i = next_take_++;
         inflight_ += chunks_[i].cost;
@@ -216,20 +237,16 @@ class Pipeline {
       try {
         const Chunk& c = chunks_[i];
         const TensorBuild& tb = files_[c.file].tensors[c.tensor];
-        SafetensorsWriter& w = open(c.file);
+        MOE_CHECK(!opt_.should_stop || !opt_.should_stop(), Io, files_[c.file].path, "",
+                  "interrupted; the incomplete output is removed");
+        open(c.file);
         auto ready = std::make_unique<Ready>();
-        ready->data = tb.direct_span(c.row_begin, c.row_end);
-        if (!ready->data) {  // padding, zeros, strided or interleaved sources: gather
-          ready->buf = take_buffer(c.bytes);
-          tb.fill(c.row_begin, c.row_end, ready->buf.data());
-          ready->data = ready->buf.data();
-        }
-        w.write_at(tb.name(), c.offset, ready->data, c.bytes);
+        fill_chunk(c, tb, *ready);
         {
           std::lock_guard<std::mutex> lock(mu_);
           ready_[i] = std::move(ready);
         }
-        try_hash();
+        try_roles();
       } catch (...) {
         set_error(std::current_exception());
         return;
@@ -237,60 +254,113 @@ class Pipeline {
     }
   }
 
-  // Takes the hashing role if nobody holds it and the next chunk is ready, then hashes as far
-  // as the ready chunks go. Exceptions propagate to the caller (who records them).
-  void try_hash() {
+  // One contiguous source span without padding (most chunks) is read straight into the output
+  // buffer; anything else (padding, TP column slices, strided or interleaved fused inputs)
+  // has its source rows staged first and is gathered from the copy.
+  void fill_chunk(const Chunk& c, const TensorBuild& tb, Ready& ready) {
+    const uint8_t* direct = tb.direct_span(c.row_begin, c.row_end);
+    const MatrixView rows = tb.source_rows(c.row_begin, c.row_end);
+    const bool in_memory = !opt_.source || rows.rows == 0;  // no reader, or literal data
+    if (direct && in_memory) {  // write from it, no copy
+      ready.data = direct;
+      return;
+    }
+    ready.buf = take_buffer(c.bytes);
+    ready.data = ready.buf.data();
+    if (direct) {
+      opt_.source->read(direct, c.bytes, ready.buf.data());
+      return;
+    }
+    if (in_memory) {
+      tb.fill(c.row_begin, c.row_end, ready.buf.data());
+      return;
+    }
+    ByteBuffer staging = take_buffer(0);
+    const MatrixView staged = stage_rows(rows, opt_.source, staging);
+    tb.fill_from(c.row_begin, c.row_end, staged, ready.buf.data());
+    give_buffer(std::move(staging));
+  }
+
+  // Hash first: it is quick, and leaves the write (the long pole) to whoever is free.
+  void try_roles() {
+    try_role(kHash);
+    try_role(kWrite);
+  }
+
+  // Takes `role` if nobody holds it, then walks it as far as the filled chunks go. Exceptions
+  // propagate to the caller (who records them); the role is released either way.
+  void try_role(Role role) {
     std::unique_lock<std::mutex> lock(mu_);
-    if (hashing_ || stop_) return;
-    hashing_ = true;
+    Cursor& cur = cursor_[role];
+    if (cur.held || stop_) return;
+    cur.held = true;
+    try {
+      walk(role, lock);
+    } catch (...) {
+      if (!lock.owns_lock()) lock.lock();
+      cur.held = false;
+      throw;
+    }
+    cur.held = false;
+  }
+
+  void walk(Role role, std::unique_lock<std::mutex>& lock) {
+    Cursor& cur = cursor_[role];
     for (;;) {
-      if (stop_ || cur_file_ == files_.size()) break;
-      FileState& fs = state_[cur_file_];
-      if (!cur_started_) {  // a new file: its header comes first
+      if (stop_ || cur.file == files_.size()) return;
+      FileState& fs = state_[cur.file];
+      if (!cur.started) {  // a new file: open it; the hash starts with the header bytes
         lock.unlock();
-        try {
-          open(cur_file_);
-        } catch (...) {
-          lock.lock();
-          hashing_ = false;
-          throw;
+        open(cur.file);
+        if (role == kHash) {
+          hash_ = Xxh64();
+          hash_.update(fs.header.data(), fs.header.size());
+        } else {
+          written_ = synced_ = 0;
         }
-        hash_ = Xxh64();
-        hash_.update(fs.header.data(), fs.header.size());
-        hashed_ = synced_ = 0;
         lock.lock();
-        cur_started_ = true;
-        next_hash_ = fs.first_chunk;
+        cur.started = true;
+        cur.next = fs.first_chunk;
       }
-      if (next_hash_ == fs.end_chunk) {  // the file is complete: record it, hand it to the closer
-        out_[cur_file_] = {files_[cur_file_].path, fs.writer->total_bytes(), hash_.digest()};
-        to_close_.push_back(cur_file_);
-        ++cur_file_;
-        cur_started_ = false;
-        cv_.notify_all();
+      if (cur.next == fs.end_chunk) {  // this role is done with the file
+        if (role == kHash) out_[cur.file] = {files_[cur.file].path, fs.writer->total_bytes(), hash_.digest()};
+        ++cur.file;
+        cur.started = false;
+        const size_t both = std::min(cursor_[kHash].file, cursor_[kWrite].file);
+        if (handed_to_closer_ < both) {
+          for (; handed_to_closer_ < both; ++handed_to_closer_) to_close_.push_back(handed_to_closer_);
+          close_cv_.notify_one();
+          if (handed_to_closer_ == files_.size()) done_cv_.notify_one();
+        }
         continue;
       }
-      if (!ready_[next_hash_]) break;  // hand the role back under mu_: the filler will see it
-      std::unique_ptr<Ready> ready = std::move(ready_[next_hash_]);
-      const Chunk& c = chunks_[next_hash_];
+      const size_t i = cur.next;
+      const Ready* ready = ready_[i].get();  // stays alive until both roles have passed it
+      if (!ready) return;  // release the role under mu_: the filler will take it
+      const Chunk& c = chunks_[i];
       lock.unlock();
-      hash_.update(ready->data, c.bytes);
-      if (opt_.release_source)
-        files_[c.file].tensors[c.tensor].for_each_source_range(c.row_begin, c.row_end, opt_.release_source);
-      if (progress_) progress_->add(c.bytes);
-      if (!ready->buf.empty()) give_buffer(std::move(ready->buf));
-      hashed_ += c.bytes;
-      if (hashed_ - synced_ >= kWritebackStep) {
-        (void)::sync_file_range(fs.fd, static_cast<off64_t>(fs.data_offset + synced_),
-                                static_cast<off64_t>(hashed_ - synced_), SYNC_FILE_RANGE_WRITE);
-        synced_ = hashed_;
+      if (role == kHash) {
+        hash_.update(ready->data, c.bytes);
+        if (progress_) progress_->add(c.bytes);
+      } else {
+        fs.writer->write_at(files_[c.file].tensors[c.tensor].name(), c.offset, ready->data, c.bytes);
+        written_ += c.bytes;
+        if (opt_.durable && written_ - synced_ >= kWritebackStep) {
+          (void)::sync_file_range(fs.fd, static_cast<off64_t>(fs.data_offset + synced_),
+                                  static_cast<off64_t>(written_ - synced_), SYNC_FILE_RANGE_WRITE);
+          synced_ = written_;
+        }
       }
       lock.lock();
-      inflight_ -= c.cost;
-      ++next_hash_;
-      cv_.notify_all();
+      ++cur.next;
+      if (++roles_done_[i] == kRoleCount) {  // both passed: free the buffer, admit more chunks
+        std::unique_ptr<Ready> done = std::move(ready_[i]);
+        inflight_ -= c.cost;
+        if (!done->buf.empty()) give_buffer(std::move(done->buf));
+        // Waking threads costs a futex call each (a fifth of all CPU when done per chunk).
+        if (take_waiters_ > 0) take_cv_.notify_all();
+      }
     }
-    hashing_ = false;
   }
 
   // fsync + rename in the background so the next file's writing overlaps it.
@@ -299,7 +369,7 @@ class Pipeline {
       size_t f;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return stop_ || closing_done_ || !to_close_.empty(); });
+        close_cv_.wait(lock, [&] { return stop_ || closing_done_ || !to_close_.empty(); });
         if (stop_) return;
         if (to_close_.empty()) return;  // closing_done_ and nothing left
         f = to_close_.front();
@@ -322,22 +392,26 @@ class Pipeline {
   std::vector<Chunk> chunks_;
   std::vector<WrittenFile> out_;
 
-  std::mutex mu_;  // guards everything below
-  std::condition_variable cv_;
+  std::mutex mu_;  // guards everything below except what a role's holder alone touches
+  std::condition_variable take_cv_;   // workers waiting for the in-flight budget
+  std::condition_variable close_cv_;  // the closer waiting for a finished file
+  std::condition_variable done_cv_;   // run() waiting for the last file to be handed over
+  int take_waiters_ = 0;
   std::vector<std::unique_ptr<Ready>> ready_;
+  std::vector<uint8_t> roles_done_;  // per chunk, how many roles have passed it
   size_t next_take_ = 0;
   uint64_t inflight_ = 0;
+  Cursor cursor_[kRoleCount];
+  size_t handed_to_closer_ = 0;
   std::deque<size_t> to_close_;
   bool stop_ = false, closing_done_ = false;
   std::exception_ptr error_;
-  // The hashing cursor; only the holder of the role (hashing_) touches hash_ .. synced_.
-  bool hashing_ = false, cur_started_ = false;
-  size_t cur_file_ = 0, next_hash_ = 0;
+  // Only the holder of the hash role touches hash_; only the writer, written_ and synced_.
   Xxh64 hash_;
-  uint64_t hashed_ = 0, synced_ = 0;
+  uint64_t written_ = 0, synced_ = 0;
 
   std::mutex pool_mu_;
-  std::vector<std::vector<uint8_t>> free_;
+  std::vector<ByteBuffer> free_;
 };
 
 }  // namespace

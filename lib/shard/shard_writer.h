@@ -1,7 +1,8 @@
 // The parallel, ordered file writer behind convert: files made of TensorBuilds are cut into
-// bounded chunks, filled by worker threads and written with SafetensorsWriter::write_at, while
-// one thread hashes the bytes in file order (XXH64, no second pass) and hands finished files
-// to a closer thread that commits them. Memory stays bounded by the in-flight byte budget.
+// bounded chunks, read (pread) and filled by worker threads and written with
+// SafetensorsWriter::write_at, while one thread at a time hashes the bytes in file order (XXH64,
+// no second pass) and hands finished files to a closer thread that commits them. Memory stays
+// bounded by the in-flight byte budget.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -11,6 +12,7 @@
 
 #include "core/progress.h"
 #include "shard/rank_builder.h"
+#include "shard/source_reader.h"
 
 namespace moe {
 
@@ -28,13 +30,21 @@ struct WrittenFile {
 
 struct WriteOptions {
   int threads = 1;
-  uint64_t chunk_bytes = 8ull << 20;          // target size of one filled buffer
-  // Resident bytes of chunks taken but not yet hashed: gather buffers plus the source pages
-  // they map until released (one chunk may exceed it).
-  uint64_t max_inflight_bytes = 256ull << 20;
-  // Source byte ranges a chunk has read: convert drops them from the process's page tables
-  // (the page cache keeps them), so resident memory does not grow with the checkpoint.
-  std::function<void(const uint8_t*, const uint8_t*)> release_source;
+  // Target size of one chunk: small enough that its buffer stays in a core's L2 (1 MiB here)
+  // from pread through hash and pwrite; 256-512 KiB used the least CPU (docs/perf.md "convert").
+  uint64_t chunk_bytes = 256ull << 10;
+  // Bytes of buffers held by chunks taken but not yet written (output buffers plus staged
+  // source rows); one chunk may exceed it.
+  uint64_t max_inflight_bytes = 32ull << 20;
+  // fsync each file before its rename, and start its writeback early (sync_file_range) so the
+  // fsync finds little left. Off: rename only (convert --no-fsync).
+  bool durable = true;
+  // Where from-source segments are read: with pread through this reader (convert), or, when
+  // null, straight from memory (sources already in memory or mapped).
+  const SourceReader* source = nullptr;
+  // Asked before each chunk (from worker threads); true stops the write: Error{Io}
+  // "interrupted", and, like any failure, no committed file survives the caller's cleanup.
+  std::function<bool()> should_stop;
 };
 
 // Writes every file; returns them in the given order. Throws the first error (Io on ENOSPC, ...);

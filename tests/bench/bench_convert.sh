@@ -2,10 +2,13 @@
 # convert throughput against `cp -r` of the same files to the same disk (docs/perf.md "convert").
 # Makes a Qwen3-30B-A3B-shaped bf16 checkpoint (E=128, H=2048, I=768, top-8; fewer layers:
 # 4 layers = 4.8 GB of experts + 0.26 GB of embeddings) once, then per round, interleaved:
-#   cp -r CKPT (and the `sync` after it, timed apart), convert --tp 1 --ep 1, convert --tp 2 --ep 2.
-# The checkpoint is read from the page cache in every run (it is read once up front). convert
-# fsyncs what it writes (its output is durable when it exits); cp does not, so the table gives
-# both `cp -r` and `cp -r; sync`. Reports the best of N rounds, the ratios and convert's peak RSS.
+#   cp -r CKPT (and the `sync` after it, timed apart), convert --tp 1 --ep 1 and --tp 2 --ep 2,
+#   each durable (the default: fsync before the renames) and with --no-fsync.
+# The checkpoint is read from the page cache in every run (it is read once up front). Like for
+# like: `convert` against `cp -r; sync` (both wait for the disk), `convert --no-fsync` against
+# `cp -r` (both done once the page cache holds the bytes). Every run starts with no dirty pages
+# (sync). Reports the best of N rounds, the ratios (cp time / convert time: >= 0.8 is the
+# target) and convert's peak RSS.
 #
 # Usage: tests/bench/bench_convert.sh [BUILD_DIR]      (default: build)
 # Env:   MOE_BENCH_DIR (/tmp/moe-bench-convert)  MOE_BENCH_LAYERS (4)  MOE_BENCH_ROUNDS (3)
@@ -32,36 +35,40 @@ cat "$ckpt"/* > /dev/null  # into the page cache, for every contender alike
 
 now() { date +%s%N; }
 secs() { awk -v ns="$1" 'BEGIN { printf "%.3f", ns / 1e9 }'; }
-clean() { rm -rf "$dir/cp" "$dir/out1" "$dir/out4"; sync; }
-
-best_cp=0; best_cps=0; best_c1=0; best_c4=0; rss1=0; rss4=0
+clean() { rm -rf "$dir/cp" "$dir/out"; sync; }
 keep_min() { local cur=$1 new=$2; if [ "$cur" = 0 ] || [ "$new" -lt "$cur" ]; then echo "$new"; else echo "$cur"; fi; }
+rss_of() { grep -o '"peak_rss_bytes": [0-9]*' "$1" | grep -o '[0-9]*$'; }
+
+names=("tp1ep1" "tp2ep2" "tp1ep1 --no-fsync" "tp2ep2 --no-fsync")
+args=("--tp 1 --ep 1" "--tp 2 --ep 2" "--tp 1 --ep 1 --no-fsync" "--tp 2 --ep 2 --no-fsync")
+best_cp=0; best_cps=0; best=(0 0 0 0); rss=(0 0 0 0)
 for r in $(seq "$rounds"); do
   clean
   t0=$(now); cp -r "$ckpt" "$dir/cp"; t1=$(now); sync; t2=$(now)
   cp_ns=$((t1 - t0)); cps_ns=$((t2 - t0))
   best_cp=$(keep_min "$best_cp" "$cp_ns"); best_cps=$(keep_min "$best_cps" "$cps_ns")
-  clean
-  t0=$(now); "$tool" convert "$ckpt" -o "$dir/out1" --tp 1 --ep 1 --threads "$threads" --json > "$dir/out1.json"; t1=$(now)
-  c1_ns=$((t1 - t0)); best_c1=$(keep_min "$best_c1" "$c1_ns")
-  rss1=$(grep -o '"peak_rss_bytes": [0-9]*' "$dir/out1.json" | grep -o '[0-9]*$')
-  clean
-  t0=$(now); "$tool" convert "$ckpt" -o "$dir/out4" --tp 2 --ep 2 --threads "$threads" --json > "$dir/out4.json"; t1=$(now)
-  c4_ns=$((t1 - t0)); best_c4=$(keep_min "$best_c4" "$c4_ns")
-  rss4=$(grep -o '"peak_rss_bytes": [0-9]*' "$dir/out4.json" | grep -o '[0-9]*$')
-  echo "round $r: cp -r $(secs "$cp_ns") s (+sync $(secs "$cps_ns") s), convert tp1ep1 $(secs "$c1_ns") s, tp2ep2 $(secs "$c4_ns") s"
+  line="round $r: cp -r $(secs "$cp_ns") s (+sync $(secs "$cps_ns") s)"
+  for i in 0 1 2 3; do
+    clean
+    # shellcheck disable=SC2086
+    t0=$(now); "$tool" convert "$ckpt" -o "$dir/out" ${args[$i]} --threads "$threads" --json > "$dir/out.json"; t1=$(now)
+    best[$i]=$(keep_min "${best[$i]}" "$((t1 - t0))")
+    r_now=$(rss_of "$dir/out.json"); [ "$r_now" -gt "${rss[$i]}" ] && rss[$i]=$r_now
+    line="$line, ${names[$i]} $(secs "$((t1 - t0))") s"
+  done
+  echo "$line"
 done
 clean
 
 gbps() { awk -v b="$bytes" -v ns="$1" 'BEGIN { printf "%.2f", b / ns }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-cat <<TABLE
-checkpoint: $bytes bytes ($layers layers), $(nproc) cores, --threads $threads, best of $rounds
-| run | seconds | GB/s | cp -r time / this | (cp -r; sync) time / this | peak RSS |
-|---|---|---|---|---|---|
-| cp -r | $(secs "$best_cp") | $(gbps "$best_cp") | 1.00 | | |
-| cp -r; sync | $(secs "$best_cps") | $(gbps "$best_cps") | | 1.00 | |
-| convert --tp 1 --ep 1 | $(secs "$best_c1") | $(gbps "$best_c1") | $(ratio "$best_cp" "$best_c1") | $(ratio "$best_cps" "$best_c1") | $((rss1 / 1048576)) MiB |
-| convert --tp 2 --ep 2 | $(secs "$best_c4") | $(gbps "$best_c4") | $(ratio "$best_cp" "$best_c4") | $(ratio "$best_cps" "$best_c4") | $((rss4 / 1048576)) MiB |
-TABLE
+echo "checkpoint: $bytes bytes ($layers layers), $(nproc) cores, --threads $threads, best of $rounds"
+echo "| run | seconds | GB/s | compared with | its time / this | peak RSS (max) |"
+echo "|---|---|---|---|---|---|"
+echo "| cp -r | $(secs "$best_cp") | $(gbps "$best_cp") | | | |"
+echo "| cp -r; sync | $(secs "$best_cps") | $(gbps "$best_cps") | | | |"
+for i in 0 1 2 3; do
+  if [ "$i" -lt 2 ]; then ref=$best_cps; refname="cp -r; sync"; else ref=$best_cp; refname="cp -r"; fi
+  echo "| convert ${names[$i]} | $(secs "${best[$i]}") | $(gbps "${best[$i]}") | $refname | $(ratio "$ref" "${best[$i]}") | $((rss[$i] / 1048576)) MiB |"
+done
 [ "${MOE_BENCH_KEEP:-0}" = 1 ] || rm -rf "$ckpt"

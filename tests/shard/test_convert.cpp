@@ -3,6 +3,7 @@
 // error case (with atomicity: a failed convert leaves nothing behind).
 #include <signal.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <filesystem>
@@ -133,6 +134,57 @@ TEST_CASE("convert: every family x a spread of layouts reassembles bit for bit",
   }
 }
 
+TEST_CASE("convert: fp16 and fp32 checkpoints, fused and multimodal layouts, reassemble bit for bit",
+          "[shard][convert]") {
+  TempDir tmp;
+  uint64_t seed = 500;
+  for (DType dt : {DType::F16, DType::F32})
+    for (Family f : {Family::Mixtral, Family::DeepseekV3, Family::GraniteMoe, Family::Llama4,
+                     Family::GptOss, Family::Qwen2Moe}) {
+      SyntheticSpec spec = small_spec(f, ++seed);
+      spec.dtype = dt;
+      spec.multimodal = f == Family::Llama4 && dt == DType::F32;  // "language_model." names
+      const std::string name = std::string(family_name(f)) + "-" + dtype_name(dt);
+      write_synthetic_checkpoint(tmp / name, spec);
+      for (const Case& c : {kCases[2], kCases[1]}) {
+        INFO(name << " tp=" << c.tp << " ep=" << c.ep);
+        const std::string out = tmp / (name + "-out" + std::to_string(c.tp));
+        const PlanOptions po = plan_of(c);
+        convert_checkpoint(tmp / name, out, quiet(po));
+        CHECK(ShardSet::open(out).layer(0, ShardSet::open(out).profile().moe_layers[0]).w13.dtype == dt);
+        CHECK(check_shard_set_against_spec(out, spec, po) > 0);
+        CHECK(validate_shard_set(out).ok());
+        CHECK(compare_with_source(out, "", 1).ok());
+      }
+    }
+}
+
+TEST_CASE("convert: wide TP column slices (read row by row) and padding reassemble bit for bit",
+          "[shard][convert]") {
+  TempDir tmp;
+  for (Family f : {Family::Mixtral, Family::GptOss, Family::Llama4}) {
+    // fp32, I = 3072 over tp 3: each w2 row slice is 4 KiB of a 12 KiB row.
+    SyntheticSpec spec = small_spec(f, 77, /*hidden=*/12, /*inter=*/3072, /*experts=*/4);
+    spec.dtype = DType::F32;
+    spec.num_layers = 1;
+    spec.shared_intermediate_size = f == Family::Llama4 ? 3072 : -1;
+    const std::string ckpt = tmp / family_name(f);
+    write_synthetic_checkpoint(ckpt, spec);
+    for (int64_t pad : {0, 1000}) {
+      INFO(family_name(f) << " pad " << pad);
+      PlanOptions po;
+      po.tp = 3;
+      po.ep = 2;
+      po.pad_hidden_to = pad ? 16 : 0;
+      po.pad_intermediate_to = pad;
+      const std::string out = ckpt + "-out" + std::to_string(pad);
+      convert_checkpoint(ckpt, out, quiet(po));
+      CHECK(check_shard_set_against_spec(out, spec, po) > 0);
+      CHECK(compare_with_source(out, "", 2).ok());
+    }
+  }
+}
+
 TEST_CASE("convert: non-MoE tensors copied once, unchanged; --moe-only skips them",
           "[shard][convert]") {
   TempDir tmp;
@@ -172,17 +224,20 @@ TEST_CASE("convert: non-MoE tensors copied once, unchanged; --moe-only skips the
   CHECK(validate_shard_set(tmp / "out2").ok());
 }
 
-TEST_CASE("convert: same input and options give byte-identical output, any thread count",
+TEST_CASE("convert: same input and options give byte-identical output, any thread count, with or without fsync",
           "[shard][convert]") {
   TempDir tmp;
   SyntheticSpec spec = small_spec(Family::GptOss, 9);
   spec.num_shards = 2;
   write_synthetic_checkpoint(tmp / "ckpt", spec);
   PlanOptions po = plan_of(kCases[2]);
-  ConvertOptions a = quiet(po, 1), b = quiet(po, 4);
+  ConvertOptions a = quiet(po, 1), b = quiet(po, 4), c = quiet(po, 2);
+  c.durable = false;  // --no-fsync changes when bytes reach the disk, not which
   convert_checkpoint(tmp / "ckpt", tmp / "a", a);
   convert_checkpoint(tmp / "ckpt", tmp / "b", b);
+  convert_checkpoint(tmp / "ckpt", tmp / "c", c);
   auto fa = read_all_files(tmp / "a"), fb = read_all_files(tmp / "b");
+  CHECK(read_all_files(tmp / "c") == fa);
   REQUIRE(fa.size() == fb.size());
   CHECK(fa.size() == 2u * 3u + 3u);  // 6 ranks + non-moe + manifest + config
   for (size_t i = 0; i < fa.size(); ++i) {
@@ -216,6 +271,14 @@ TEST_CASE("convert: manifest and rank metadata follow docs/shard-format.md", "[s
   CHECK(m["moe_layers"] == nlohmann::json::array({1, 2}));
   CHECK(m["physical_to_logical"]["1"] == nlohmann::json::array({0, 1, 2, 3, 4, 5, 0, 1}));
   CHECK(m["encodings"]["w13_weight"] == "dense");
+  CHECK(m["padding"]["pad_hidden_to"] == 0);
+  CHECK(m["padding"]["pad_intermediate_to"] == 0);
+  CHECK(m["rank_order"] == "rank = ep_rank * tp + tp_rank");
+  CHECK(m["source"]["files"][0]["bytes"].get<uint64_t>() > 0);
+  CHECK(m["source"]["path"].get<std::string>().front() == '/');
+  // round_robin over 3 EP ranks of 8 physical experts: EP rank 2 holds 2 and 5.
+  CHECK(m["ranks"][5]["local_to_physical"] == nlohmann::json::array({2, 5}));
+  CHECK(m["ranks"][5]["expert_map"] == nlohmann::json::array({-1, -1, 0, -1, -1, 1, -1, -1}));
   CHECK(m["encodings"].contains("shared_expert_gate"));
   CHECK_FALSE(m["encodings"].contains("w13_bias"));
   CHECK(m["source"]["files"].size() == 1u);
@@ -364,6 +427,101 @@ TEST_CASE("convert errors: one line, exit-2 codes, and nothing left behind", "[s
     fs::remove_all(out);
   }
   CHECK(no_trace(out));
+}
+
+TEST_CASE("convert: a failure mid-way, after files were committed, leaves nothing; re-run works",
+          "[shard][convert]") {
+  TempDir tmp;
+  SyntheticSpec spec = small_spec(Family::Qwen3Moe, 61);
+  spec.vocab_size = 2048;  // non-moe.safetensors (embeddings) is far larger than a rank file
+  spec.num_shards = 2;
+  write_synthetic_checkpoint(tmp / "ckpt", spec);
+  PlanOptions po;
+  po.ep = 2;
+  // Sizes from a good run: the limit lets both rank files through and stops non-moe, the last
+  // file written.
+  convert_checkpoint(tmp / "ckpt", tmp / "good", quiet(po, 1));
+  const uint64_t rank_bytes = std::max(fs::file_size(tmp / "good/rank-00000-of-00002.safetensors"),
+                                       fs::file_size(tmp / "good/rank-00001-of-00002.safetensors"));
+  REQUIRE(fs::file_size(tmp / "good/non-moe.safetensors") > 2 * rank_bytes);
+  const std::string out = tmp / "out";
+  std::string what;
+
+  SECTION("write error (EFBIG) in the last file") {
+    ::signal(SIGXFSZ, SIG_IGN);
+    struct rlimit old {};
+    ::getrlimit(RLIMIT_FSIZE, &old);
+    struct rlimit lim = old;
+    lim.rlim_cur = rank_bytes + 4096;
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    const ErrorCode c = code_of([&] { convert_checkpoint(tmp / "ckpt", out, quiet(po, 1)); }, &what);
+    ::setrlimit(RLIMIT_FSIZE, &old);
+    CHECK(c == ErrorCode::Io);
+    CHECK(what.find("non-moe.safetensors") != std::string::npos);
+    CHECK(what.find("File too large") != std::string::npos);  // errno, spelled out
+  }
+  SECTION("interrupted at the last chunk, once every rank file is committed") {
+    // Count the stop polls of a full run (one per chunk, one before the manifest).
+    int total = 0;
+    ConvertOptions count = quiet(po, 1);
+    count.should_stop = [&] { return ++total < 0; };
+    convert_checkpoint(tmp / "ckpt", tmp / "count", count);
+    REQUIRE(total > 3);
+    // One worker takes chunks in file order and hashes each before taking the next, so at the
+    // last chunk both rank files are complete and with the closer; wait until it has renamed
+    // them to their final names inside OUT.tmp-*, then stop.
+    int calls = 0;
+    bool saw_committed = false;
+    ConvertOptions o = quiet(po, 1);
+    o.should_stop = [&] {
+      if (++calls < total - 1) return false;
+      for (int i = 0; i < 1000 && !saw_committed; ++i) {
+        int committed = 0;
+        for (const auto& e : fs::directory_iterator(tmp.path()))
+          if (e.path().filename().string().rfind("out.tmp-", 0) == 0)
+            for (const char* f : {"rank-00000-of-00002.safetensors", "rank-00001-of-00002.safetensors"})
+              committed += fs::exists(e.path() / f);
+        saw_committed = committed == 2;
+        if (!saw_committed) ::usleep(10000);
+      }
+      return true;
+    };
+    CHECK(code_of([&] { convert_checkpoint(tmp / "ckpt", out, o); }, &what) == ErrorCode::Io);
+    CHECK(what.find("interrupted") != std::string::npos);
+    CHECK(saw_committed);
+  }
+  SECTION("a source file cut short while converting (an expert tensor ends early)") {
+    const std::string bad = tmp / "bad";
+    fs::copy(tmp / "ckpt", bad);
+    const std::string second = bad + "/model-00002-of-00002.safetensors";
+    int total = 0;
+    ConvertOptions count = quiet(po, 1);
+    count.should_stop = [&] { return ++total < 0; };
+    convert_checkpoint(bad, tmp / "count", count);
+    int calls = 0;
+    ConvertOptions o = quiet(po, 1);
+    o.should_stop = [&] {
+      if (++calls == total / 2) fs::resize_file(second, fs::file_size(second) / 2);
+      return false;
+    };
+    CHECK(code_of([&] { convert_checkpoint(bad, out, o); }, &what) == ErrorCode::Io);
+    CHECK(what.find("model-00002-of-00002.safetensors") != std::string::npos);
+    CHECK(what.find("before the data its header promised") != std::string::npos);
+  }
+  SECTION("a corrupt source file (truncated second shard)") {
+    const std::string bad = tmp / "bad";
+    fs::copy(tmp / "ckpt", bad);
+    const std::string second = bad + "/model-00002-of-00002.safetensors";
+    REQUIRE(fs::exists(second));
+    fs::resize_file(second, fs::file_size(second) - 100);
+    CHECK(code_of([&] { convert_checkpoint(bad, out, quiet(po, 1)); }, &what) != ErrorCode::kCount);
+    CHECK(what.find("model-00002-of-00002.safetensors") != std::string::npos);
+  }
+  // Whatever failed: no OUT, no OUT.tmp-*, no manifest; the same command then succeeds and
+  // gives the good run's bytes.
+  CHECK(no_trace(out));
+  convert_checkpoint(tmp / "ckpt", out, quiet(po, 1));
+  CHECK(read_all_files(out) == read_all_files(tmp / "good"));
 }
 
 TEST_CASE("validate and --verify catch corrupted shards", "[shard][convert]") {
