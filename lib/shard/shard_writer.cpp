@@ -97,12 +97,17 @@ class Pipeline {
       for (size_t t : state_[f].order) {
         const TensorBuild& tb = files[f].tensors[t];
         if (tb.nbytes() == 0) continue;
-        const int64_t step = std::max<int64_t>(
+        const int64_t rows_per_chunk = std::max<int64_t>(
             1, static_cast<int64_t>(opt_.chunk_bytes / std::max<uint64_t>(tb.row_bytes(), 1)));
         // Chunks never straddle segments, so most are one contiguous source span (direct).
         const auto& starts = tb.segment_starts();
         for (size_t s = 0; s < starts.size(); ++s) {
           const int64_t end = s + 1 < starts.size() ? starts[s + 1] : tb.num_rows();
+          // A column-strided source (stored in x out) is read in runs down its rows: take
+          // enough rows per chunk that each run is worth a pread (source_reader.h).
+          const Segment& seg = tb.segments()[s];
+          const int64_t step = std::max(
+              rows_per_chunk, opt_.source && seg.from_source ? min_rows_per_chunk(seg.src) : 1);
           for (int64_t r = starts[s]; r < end; r += step) {
             const int64_t e = std::min(r + step, end);
             chunks_.push_back({f, t, r, e, r * tb.row_bytes(), (e - r) * tb.row_bytes(),

@@ -53,20 +53,44 @@ uint64_t view_span_bytes(const MatrixView& v) {
   return static_cast<uint64_t>(v.ptr(v.rows - 1, v.cols - 1) - v.data) + v.elem_bytes();
 }
 
+namespace {
+
+// A view as `count` runs of `length` contiguous elements, run i starting at `first` + i * step
+// elements; found for row-contiguous and column-strided views, else count == 0.
+struct Runs {
+  int64_t count = 0, length = 0, step = 0;
+};
+
+Runs runs_of(const MatrixView& v) {
+  if (v.col_stride == 1) return {v.rows, v.cols, v.row_stride};
+  if (v.row_stride == 1) return {v.cols, v.rows, v.col_stride};
+  return {};  // interleaved (gpt-oss gate/up: row_stride 2): read the span
+}
+
+}  // namespace
+
+int64_t min_rows_per_chunk(const MatrixView& v) {
+  if (v.col_stride == 1 || v.row_stride <= 0 || !v.data) return 1;
+  const uint64_t per_row = static_cast<uint64_t>(v.row_stride) * v.elem_bytes();
+  return static_cast<int64_t>((kMinGapBytes + per_row - 1) / per_row);
+}
+
 MatrixView stage_rows(const MatrixView& v, const SourceReader* reader, ByteBuffer& buf) {
   if (!reader || !v.data || v.rows <= 0 || v.cols <= 0) return v;
   const uint64_t eb = static_cast<uint64_t>(v.elem_bytes());
-  const uint64_t used = static_cast<uint64_t>(v.cols) * eb;
-  const bool sparse_rows = v.col_stride == 1 && v.rows > 1 && used >= kRowReadMinBytes &&
-                           2 * v.cols < v.row_stride;
+  const uint64_t span = view_span_bytes(v);
+  const Runs runs = runs_of(v);
+  const uint64_t run_bytes = static_cast<uint64_t>(runs.length) * eb;
+  const uint64_t run_total = run_bytes * static_cast<uint64_t>(runs.count);
   MatrixView staged = v;
-  if (sparse_rows) {
-    buf.resize(used * static_cast<uint64_t>(v.rows));
-    for (int64_t r = 0; r < v.rows; ++r) reader->read(v.ptr(r, 0), used, buf.data() + r * used);
-    staged.row_stride = v.cols;
+  if (runs.count > 1 && (span - run_total) / static_cast<uint64_t>(runs.count - 1) >= kMinGapBytes) {
+    buf.resize(run_total);
+    for (int64_t i = 0; i < runs.count; ++i)
+      reader->read(v.data + i * runs.step * eb, run_bytes, buf.data() + i * run_bytes);
+    (v.col_stride == 1 ? staged.row_stride : staged.col_stride) = runs.length;
   } else {
-    buf.resize(view_span_bytes(v));
-    reader->read(v.data, buf.size(), buf.data());
+    buf.resize(span);
+    reader->read(v.data, span, buf.data());
   }
   staged.data = buf.data();
   return staged;

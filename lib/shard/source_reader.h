@@ -59,15 +59,23 @@ struct NoInitAllocator : std::allocator<T> {
 };
 using ByteBuffer = std::vector<uint8_t, NoInitAllocator<uint8_t>>;
 
-// Rows that use less of their stride than this are read one by one (stage_rows).
-constexpr uint64_t kRowReadMinBytes = 4096;
+// stage_rows reads a view's contiguous runs one by one when they are separated by gaps of at
+// least this many bytes; otherwise the whole span in one call (a syscall costs about as much
+// as copying a few KiB).
+constexpr uint64_t kMinGapBytes = 4096;
 
 // Copies what view `v` addresses into `buf` (resized) and returns the same matrix as a view
-// into `buf`. `reader` null: the source is plain memory, `v` is returned as is. Rows that use
-// under half of their stride, each at least kRowReadMinBytes (a TP slice of w2's columns with a
-// wide I), are read one by one into a compact matrix; otherwise the span from the first to the
-// last element is read in one call and the strides are kept.
+// into `buf`. `reader` null: the source is plain memory, `v` is returned as is. A view is seen
+// as runs of contiguous elements: its rows when col_stride == 1 (a TP slice of w2's columns
+// takes part of each row), its columns when the rows are the inner dimension (fused 3-D inputs
+// stored in x out: Llama-4 and gpt-oss gate_up_proj / down_proj). Runs apart by kMinGapBytes
+// or more are read one by one into a compact copy; otherwise the span from the first to the
+// last element is read at once and the strides are kept.
 MatrixView stage_rows(const MatrixView& v, const SourceReader* reader, ByteBuffer& buf);
+
+// Rows a chunk of `v` should span so that each run of a column-strided view (see stage_rows)
+// is at least kMinGapBytes long; 1 for row-contiguous views.
+int64_t min_rows_per_chunk(const MatrixView& v);
 
 // Bytes from the first to one past the last element of `v` (non-negative strides); 0 if empty.
 uint64_t view_span_bytes(const MatrixView& v);
