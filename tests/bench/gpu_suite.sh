@@ -4,6 +4,11 @@
 # fixture and a spread of plans, and the benchmarks. Logs go to $OUT (default /tmp/moe-gpu-out).
 # Usage: bash tests/bench/gpu_suite.sh [STAGES]   STAGES: comma list of
 #        build,tests,sanitize,fixtures,bench,sweep,profile,multi (default: all but sweep)
+# For a short lease, narrow it (each defaults to the whole suite):
+#   MOE_GPU_TARGETS="moe-tool test_gpu_kernels"  ninja targets to build (default: all)
+#   MOE_GPU_CTEST="-L gpu -E multi"               ctest selection (default: -LE fuzz)
+#   MOE_BENCH_SHAPES="qwen3-30b"                  bench shapes (default: the four anchor shapes)
+#   MOE_SANITIZE_TIMEOUT=60                        seconds per compute-sanitizer tool (default 240)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/moe-gpu-out}
@@ -32,15 +37,15 @@ if has build; then
   step configure 120 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release "${deps[@]}" \
     -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc \
     -DMOE_CUDA_GENCODE="-gencode=arch=compute_90a,code=sm_90a" || exit 1
-  step build 400 ninja -C $build -j"$(nproc)" || exit 1
+  step build 400 ninja -C $build -j"$(nproc)" ${MOE_GPU_TARGETS:-} || exit 1
 fi
 if has tests; then
-  step ctest 240 ctest --test-dir $build --output-on-failure -LE fuzz -j4
+  step ctest 240 ctest --test-dir $build --output-on-failure ${MOE_GPU_CTEST:--LE fuzz} -j4
   grep -E "tests passed|Failed|Skipped|\(Failed\)" "$out/ctest.log" | tee -a "$out/summary.txt"
 fi
 if has sanitize; then
   for tool_name in memcheck racecheck; do
-    step "sanitize-kernels-$tool_name" 240 compute-sanitizer --tool "$tool_name" --error-exitcode 9 \
+    step "sanitize-kernels-$tool_name" "${MOE_SANITIZE_TIMEOUT:-240}" compute-sanitizer --tool "$tool_name" --error-exitcode 9 \
       $build/tests/test_gpu_kernels "[sanitize]"
     grep -E "ERROR SUMMARY|RACECHECK SUMMARY|All tests passed|test cases" \
       "$out/sanitize-kernels-$tool_name.log" | tee -a "$out/summary.txt"
@@ -59,13 +64,13 @@ if has fixtures; then
   rm -rf "$work"
 fi
 if has bench; then
-  for shape in mixtral qwen3-30b deepseek-v3-tp8 gpt-oss-120b; do
+  for shape in ${MOE_BENCH_SHAPES:-mixtral qwen3-30b deepseek-v3-tp8 gpt-oss-120b}; do
     tokens=1,16,64,256,1024,4096
     [ $shape = qwen3-30b ] && tokens=$tokens,16384  # perf-anchors.md has a 16384 row for it
     step "bench-$shape" 150 $tool bench --shape $shape --tokens $tokens --json --quiet
     cp "$out/bench-$shape.log" "$out/bench-$shape.json"
   done
-  $tool bench --shape qwen3-30b --tokens 1,16,64,256,1024,4096 --quiet 2>&1 | tail -n 12
+  [ -z "${MOE_BENCH_SHAPES:-}" ] && $tool bench --shape qwen3-30b --tokens 1,16,64,256,1024,4096 --quiet 2>&1 | tail -n 12
 fi
 if has sweep; then
   for shape in mixtral qwen3-30b deepseek-v3-tp8 gpt-oss-120b; do

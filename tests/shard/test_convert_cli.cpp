@@ -19,6 +19,19 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// moe-tool is built with the same flags as this test (tests/run_all.sh's ASan + UBSan pass).
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
 struct Run {
   int rc;
   std::string out, err;
@@ -205,5 +218,8 @@ TEST_CASE("moe-tool convert: SIGTERM mid-way removes the temporary output; memor
   REQUIRE(full.rc == 0);
   const auto j = nlohmann::json::parse(full.out);
   CHECK(j["source_bytes"].get<uint64_t>() > (96ull << 20));
-  CHECK(j["peak_rss_bytes"].get<uint64_t>() < (64ull << 20));
+  if (kSanitized)  // shadow memory and the freed-block quarantine inflate RSS: release asserts it
+    WARN("sanitizer build: peak RSS " << j["peak_rss_bytes"].get<uint64_t>() << " not checked");
+  else
+    CHECK(j["peak_rss_bytes"].get<uint64_t>() < (64ull << 20));
 }
