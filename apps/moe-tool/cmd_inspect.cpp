@@ -67,6 +67,47 @@ void print_text(const nlohmann::json& j) {
   }
 }
 
+// A shard set (inspect_shard_set's fields): the layout, then one line per rank file.
+void print_shard_set_text(const nlohmann::json& j) {
+  auto line = [](const char* k, const std::string& v) { std::printf("%-14s %s\n", k, v.c_str()); };
+  auto num = [&](const char* k) { return std::to_string(j[k].get<int64_t>()); };
+  line("shard set", j["path"].get<std::string>());
+  line("family", j["family"].get<std::string>());
+  line("source", j["source"]["path"].get<std::string>());
+  line("layout", "TP " + num("tp") + " x EP " + num("ep") + " = " + num("world_size") + " ranks");
+  line("moe layers", moe::layer_list_str(j["moe_layers"].get<std::vector<int>>()));
+  line("experts", j["placement_summary"].get<std::string>());
+  auto padded = [&](const char* plain, const char* pad) {
+    std::string v = num(plain);
+    if (j[pad] != j[plain]) v += " (padded to " + num(pad) + ")";
+    return v;
+  };
+  line("hidden", padded("hidden_size", "hidden_size_padded"));
+  line("intermediate", num("intermediate_size") + " per expert, per rank " +
+                           padded("intermediate_per_rank", "intermediate_per_rank_padded"));
+  if (j["shared_intermediate_size"].get<int64_t>() > 0)
+    line("shared", num("shared_intermediate_size") + ", per rank " + num("shared_per_rank_padded"));
+  line("w13 order", j["w13_order"].get<std::string>());
+  std::string enc;
+  for (auto it = j["encodings"].begin(); it != j["encodings"].end(); ++it)
+    enc += (enc.empty() ? "" : ", ") + it.key() + " " + it.value().get<std::string>();
+  line("encodings", enc);
+  std::printf("%-5s %-3s %-3s %7s %12s  %-16s %s\n", "rank", "tp", "ep", "experts", "bytes", "xxh64",
+              "file");
+  for (const auto& f : j["files"]) {
+    if (!f.contains("rank")) {  // the non-MoE file
+      std::printf("%-5s %-3s %-3s %7s %12s  %-16s %s\n", "-", "-", "-", "-",
+                  moe::human_bytes(f["bytes"].get<double>()).c_str(),
+                  f["xxh64"].get<std::string>().c_str(), f["file"].get<std::string>().c_str());
+      continue;
+    }
+    std::printf("%-5d %-3d %-3d %7d %12s  %-16s %s\n", f["rank"].get<int>(), f["tp_rank"].get<int>(),
+                f["ep_rank"].get<int>(), f["num_local_experts"].get<int>(),
+                moe::human_bytes(f["bytes"].get<double>()).c_str(),
+                f["xxh64"].get<std::string>().c_str(), f["file"].get<std::string>().c_str());
+  }
+}
+
 }  // namespace
 
 static moe::cli::Registrar reg(10, [](CLI::App& app) {
@@ -81,7 +122,7 @@ static moe::cli::Registrar reg(10, [](CLI::App& app) {
     if (std::filesystem::is_regular_file(std::filesystem::path(args->path) / "manifest.json")) {
       nlohmann::json j = moe::inspect_shard_set(args->path);
       if (args->json) moe::cli::print_json(j);
-      else std::printf("%s\n", j.dump(2).c_str());
+      else print_shard_set_text(j);
       return 0;
     }
     const moe::Checkpoint ck = moe::Checkpoint::open(args->path);

@@ -132,6 +132,12 @@ TEST_CASE("moe-tool inspect / validate accept a shard set; --expert-map", "[shar
   CHECK(ij["kind"] == "shard_set");
   CHECK(ij["files"].size() == 4u);  // 3 ranks + non-moe
   CHECK(ij["files"][2]["local_to_physical"] == nlohmann::json::array({4, 5}));
+  Run text = run_tool("inspect " + out, tmp);  // the table for people, not JSON
+  REQUIRE(text.rc == 0);
+  CHECK(text.out.find("TP 1 x EP 3 = 3 ranks") != std::string::npos);
+  CHECK(text.out.find("rank-00002-of-00003.safetensors") != std::string::npos);
+  CHECK(text.out.find("6 physical experts") != std::string::npos);
+  CHECK(text.out.find('{') == std::string::npos);
 
   Run val = run_tool("validate " + out + " --json", tmp);
   CHECK(val.rc == 0);
