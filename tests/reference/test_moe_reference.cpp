@@ -3,6 +3,7 @@
 // semantics; plus hand-computed cases for weight-on-input and the shared-expert gate.
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <mutex>
 #include <cmath>
 #include <random>
 #include <string>
@@ -337,11 +338,16 @@ TEST_CASE("reference results do not depend on the thread count", "[reference]") 
   CHECK(one.out == three.out);
 }
 
-// Counts decodes, to show the reference reads only the experts its tokens selected.
+// Counts decodes, to show the reference reads only the experts its tokens selected. The
+// reference decodes from several threads at once, so the count is guarded.
 struct CountingWeights : DenseLayerWeights {
+  mutable std::mutex mu;
   mutable std::vector<int> decoded;
   void expert_into(int e, Proj p, DenseMatrix& out) const override {
-    if (p == Proj::Gate) decoded.push_back(e);
+    if (p == Proj::Gate) {
+      std::lock_guard<std::mutex> lock(mu);
+      decoded.push_back(e);
+    }
     DenseLayerWeights::expert_into(e, p, out);
   }
 };
