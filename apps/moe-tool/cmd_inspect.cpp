@@ -31,8 +31,9 @@ std::string routing_str(const nlohmann::json& r) {
   return s;
 }
 
+void line(const char* key, const std::string& value) { std::printf("%-14s %s\n", key, value.c_str()); }
+
 void print_text(const nlohmann::json& j) {
-  auto line = [](const char* k, const std::string& v) { std::printf("%-14s %s\n", k, v.c_str()); };
   line("checkpoint", j["path"].get<std::string>());
   line("family", j["family"].get<std::string>() + " (model_type " + j["model_type"].get<std::string>() + ")");
   line("moe layers", moe::layer_list_str(j["moe_layers"].get<std::vector<int>>()) + " of " +
@@ -69,7 +70,6 @@ void print_text(const nlohmann::json& j) {
 
 // A shard set (inspect_shard_set's fields): the layout, then one line per rank file.
 void print_shard_set_text(const nlohmann::json& j) {
-  auto line = [](const char* k, const std::string& v) { std::printf("%-14s %s\n", k, v.c_str()); };
   auto num = [&](const char* k) { return std::to_string(j[k].get<int64_t>()); };
   line("shard set", j["path"].get<std::string>());
   line("family", j["family"].get<std::string>());
@@ -92,19 +92,18 @@ void print_shard_set_text(const nlohmann::json& j) {
   for (auto it = j["encodings"].begin(); it != j["encodings"].end(); ++it)
     enc += (enc.empty() ? "" : ", ") + it.key() + " " + it.value().get<std::string>();
   line("encodings", enc);
-  std::printf("%-5s %-3s %-3s %7s %12s  %-16s %s\n", "rank", "tp", "ep", "experts", "bytes", "xxh64",
-              "file");
+  auto row = [](const std::string& rank, const std::string& tp, const std::string& ep,
+                const std::string& experts, const std::string& bytes, const std::string& hash,
+                const std::string& file) {
+    std::printf("%-5s %-3s %-3s %7s %12s  %-16s %s\n", rank.c_str(), tp.c_str(), ep.c_str(),
+                experts.c_str(), bytes.c_str(), hash.c_str(), file.c_str());
+  };
+  row("rank", "tp", "ep", "experts", "bytes", "xxh64", "file");
   for (const auto& f : j["files"]) {
-    if (!f.contains("rank")) {  // the non-MoE file
-      std::printf("%-5s %-3s %-3s %7s %12s  %-16s %s\n", "-", "-", "-", "-",
-                  moe::human_bytes(f["bytes"].get<double>()).c_str(),
-                  f["xxh64"].get<std::string>().c_str(), f["file"].get<std::string>().c_str());
-      continue;
-    }
-    std::printf("%-5d %-3d %-3d %7d %12s  %-16s %s\n", f["rank"].get<int>(), f["tp_rank"].get<int>(),
-                f["ep_rank"].get<int>(), f["num_local_experts"].get<int>(),
-                moe::human_bytes(f["bytes"].get<double>()).c_str(),
-                f["xxh64"].get<std::string>().c_str(), f["file"].get<std::string>().c_str());
+    auto field = [&](const char* k) { return f.contains(k) ? f[k].dump() : "-"; };  // "-": non-MoE file
+    row(field("rank"), field("tp_rank"), field("ep_rank"), field("num_local_experts"),
+        moe::human_bytes(f["bytes"].get<double>()), f["xxh64"].get<std::string>(),
+        f["file"].get<std::string>());
   }
 }
 

@@ -19,15 +19,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// moe-tool is built with the same flags as this test (tests/run_all.sh's ASan + UBSan pass).
-#if defined(__SANITIZE_ADDRESS__)
+// moe-tool is built with the same MOE_SANITIZE flags as this test (CMakeLists.txt).
+#ifdef MOE_SANITIZED
 constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
 #else
 constexpr bool kSanitized = false;
 #endif
