@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <utility>
 
 #include "moe_kernels.h"
 
@@ -99,12 +100,47 @@ __device__ __forceinline__ void atomic_add2(float* out, float v0, float v1) {
 #endif
 }
 
+// ---- programmatic dependent launch (sm_90) ----------------------------------------------------
+// A kernel started by launch_dependent() may begin while the kernel before it in the stream is
+// still finishing. It calls grid_dependency_wait() before it reads anything that kernel wrote
+// (the wait returns once the predecessor has completed and its writes are visible), and
+// allow_dependents() once the kernel after it may start. What kernels earlier than the
+// predecessor wrote is complete before the predecessor's own wait returned, provided that
+// predecessor allows its dependents only after its wait, as every kernel here does.
+__device__ __forceinline__ void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allow_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+bool dependent_launch_supported();  // compute capability 9.0 or later (gemm_launch.cu)
+template <typename... KArgs, typename... Args>
+cudaError_t launch_dependent(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                             cudaStream_t stream, Args&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = dependent_launch_supported() ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+
 // ---- the grouped-GEMM parameter block (one struct for gate-up and down) --------------------
 struct GemmParams {
   const void* a;  // gate-up: x [T, lda] gathered by token; down: act [rows, lda] by position
   int lda;
   const void* b;  // weights [E_local, rows, ldb]
   int64_t b_expert_stride;
+  int num_experts;  // E_local (the TMA rows' weight tensor maps)
   int ldb;
   const void* bias;  // [E_local, bias_expert_stride] or null
   int bias_expert_stride;
@@ -135,6 +171,22 @@ __device__ __forceinline__ void tile_coords(int bid, int m_tiles, int n_tiles, i
   const int r = bid - g * per_group;
   m = first_m + r % gsize;
   n = r / gsize;
+}
+
+// The tile of one CTA: blockIdx.x -> (M tile, N tile) as above, blockIdx.y -> its K split.
+// False for M tiles past the alignment's count and for empty splits (the CTA has no work).
+struct TileWork {
+  int m_tile, n_tile, split, k_begin, k_end, expert;
+};
+__device__ __forceinline__ bool tile_work(const GemmParams& p, TileWork& w) {
+  tile_coords(blockIdx.x, p.max_tiles, p.n_tiles, w.m_tile, w.n_tile);
+  if (w.m_tile >= *p.num_tiles) return false;
+  w.split = blockIdx.y;
+  w.k_begin = w.split * p.k_per_split;
+  w.k_end = min(p.k, w.k_begin + p.k_per_split);
+  if (w.k_begin >= w.k_end && w.split > 0) return false;
+  w.expert = p.tile_expert[w.m_tile];
+  return true;
 }
 
 }  // namespace moe::kernels

@@ -21,6 +21,11 @@ const Tables& tables() {
                      kWgmmaGateUpConfigs + kWgmmaGateUpConfigCount);
     r.down.assign(kMmaDownConfigs, kMmaDownConfigs + kMmaDownConfigCount);
     r.down.insert(r.down.end(), kWgmmaDownConfigs, kWgmmaDownConfigs + kWgmmaDownConfigCount);
+    r.gate_up.insert(r.gate_up.end(), kTmaGateUpConfigs, kTmaGateUpConfigs + kTmaGateUpConfigCount);
+    r.down.insert(r.down.end(), kTmaDownConfigs, kTmaDownConfigs + kTmaDownConfigCount);
+    r.gate_up.insert(r.gate_up.end(), kSwapGateUpConfigs,
+                     kSwapGateUpConfigs + kSwapGateUpConfigCount);
+    r.down.insert(r.down.end(), kSwapDownConfigs, kSwapDownConfigs + kSwapDownConfigCount);
     return r;
   }();
   return t;
@@ -30,7 +35,9 @@ int find(const std::vector<TileConfig>& rows, const char* name) {
     if (std::strcmp(rows[i].name, name) == 0) return int(i);
   return -1;  // a name missing from the table: the launch then fails with cudaErrorInvalidValue
 }
-GemmConfigInfo info(const TileConfig& c) { return {c.name, c.block_m, c.out_cols, c.wgmma}; }
+GemmConfigInfo info(const TileConfig& c) {
+  return {c.name, c.block_m, c.out_cols, c.wgmma, c.sorted_a};
+}
 int ceil_div(int64_t a, int64_t b) { return int((a + b - 1) / b); }
 
 // Down GEMM split-K: enough CTAs for two waves, each split still a few K tiles long.
@@ -48,6 +55,18 @@ int down_config_count() { return int(tables().down.size()); }
 GemmConfigInfo gate_up_config(int id) { return info(tables().gate_up.at(size_t(id))); }
 GemmConfigInfo down_config(int id) { return info(tables().down.at(size_t(id))); }
 
+bool dependent_launch_supported() {
+  static const bool supported = [] {
+    int dev = 0, major = 0;
+    const bool ok = cudaGetDevice(&dev) == cudaSuccess &&
+                    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ==
+                        cudaSuccess;
+    cudaGetLastError();
+    return ok && major >= 9;
+  }();
+  return supported;
+}
+
 bool wgmma_available() {
   static const bool available = [] {
     int* d_flag = nullptr;
@@ -63,17 +82,54 @@ bool wgmma_available() {
   return available;
 }
 
-// The rows and boundaries below are the winners of `moe-tool bench --sweep` on an H100 for the
-// four perf-anchors.md shapes (docs/perf.md, "tile choice"); per_expert is the expected number
-// of slots per local expert, which decides the tile height.
+namespace {
+
+// Hopper (sm_90a): the rows and boundaries are the winners of `moe-tool bench --sweep` on an H200
+// for the four perf-anchors.md shapes (docs/perf.md, "tile choice"). Few slots per expert: the
+// swapped-operand TMA rows (weights as wgmma's M), token tiles of 8, 16 or 32; more: the TMA
+// warp-specialized rows with 128-row tiles. Down tiles of 128 columns for a wide hidden size.
+TileChoice choose_hopper(const Tables& t, double per_expert, int64_t active, int num_local,
+                         int inter, int hidden, int sm_count) {
+  const bool few_experts = num_local <= 16;
+  const bool wide_hidden = hidden >= 6144;
+  TileChoice c;
+  if (per_expert <= 12) {
+    c.block_m = per_expert <= 4 && !wide_hidden ? 8 : 16;
+    c.gate_up_cfg = find(t.gate_up, c.block_m == 8 ? "swap_t8n64" : "swap_t16n64");
+    c.down_cfg = find(t.down, c.block_m == 8 ? "swap_t8n64" : (wide_hidden ? "swap_t16n128" : "swap_t16n64"));
+    const int cols = wide_hidden && c.block_m == 16 ? 128 : 64;
+    const int64_t tiles = std::max<int64_t>(active, ceil_div(int64_t(per_expert * num_local), c.block_m));
+    c.down_split_k = pick_split(tiles * ceil_div(hidden, cols), inter, 64, sm_count);
+  } else if (per_expert <= 40 && inter >= 512) {
+    c.block_m = 32;
+    c.gate_up_cfg = find(t.gate_up, "swap_t32n64");
+    c.down_cfg = find(t.down, "swap_t32n128");
+  } else if (per_expert <= 40) {
+    c.block_m = 64;  // a narrow intermediate (DeepSeek-V3 TP8): few N tiles for the swap rows
+    c.gate_up_cfg = find(t.gate_up, "wg_m64n64");
+    c.down_cfg = find(t.down, hidden > 4096 ? "wg_m64n128s3" : "wg_m64n128");
+  } else {
+    c.block_m = 128;
+    const bool n128 = inter <= 256 || (few_experts && per_expert <= 512);
+    c.gate_up_cfg = find(t.gate_up, n128 ? "tma_m128n128" : "tma_m128n64");
+    c.down_cfg = find(t.down, "tma_m128n256");
+  }
+  return c;
+}
+
+}  // namespace
+
+// Before Hopper: the mma.sync rows, boundaries from the same sweep on an H100; per_expert is
+// the expected number of slots per local expert, which decides the tile height.
 TileChoice choose_tiles(int slots, int num_local, int inter, int hidden, int sm_count,
                         bool wgmma) {
   const Tables& t = tables();
   const double per_expert = double(slots) / std::max(1, num_local);
   const int64_t active = std::max(1, std::min(num_local, slots));
-  const bool few_experts = num_local <= 16;  // huge N per expert (Mixtral-like)
   TileChoice c;
-  if (per_expert <= 12 || (!wgmma && per_expert <= 16)) {
+  if (wgmma) {
+    c = choose_hopper(t, per_expert, active, num_local, inter, hidden, sm_count);
+  } else if (per_expert <= 16) {
     // Weight-bandwidth bound: 16-row tiles, as many loads in flight as the SM holds.
     c.block_m = 16;
     const int64_t tiles = std::max<int64_t>(active, ceil_div(slots, 16));
@@ -81,7 +137,7 @@ TileChoice choose_tiles(int slots, int num_local, int inter, int hidden, int sm_
     const bool wide = tiles * ceil_div(hidden, 128) >= 2 * int64_t(sm_count);
     c.down_cfg = find(t.down, wide ? "mma_m16n128k64w8" : "mma_m16n64k128w8");
     c.down_split_k = pick_split(tiles * ceil_div(hidden, wide ? 128 : 64), inter, 128, sm_count);
-  } else if (!wgmma) {
+  } else {
     c.block_m = per_expert <= 40 ? 32 : (per_expert <= 96 ? 64 : 128);
     const char* gu[] = {"mma_m32n32k64", "mma_m64n64k64", "mma_m128n64k32"};
     const char* dn[] = {"mma_m32n64k64", "mma_m64n128k64", "mma_m128n128k32"};
@@ -89,27 +145,6 @@ TileChoice choose_tiles(int slots, int num_local, int inter, int hidden, int sm_
     c.gate_up_cfg = find(t.gate_up, gu[i]);
     c.down_cfg = find(t.down, dn[i]);
     c.down_split_k = 1;
-  } else if (per_expert <= 24 && !few_experts) {
-    c.block_m = 32;
-    const int64_t tiles = ceil_div(slots, 32) + active;
-    c.gate_up_cfg = find(t.gate_up, "mma_m32n32k64");
-    c.down_cfg = find(t.down, "mma_m32n64k64");
-    c.down_split_k = pick_split(tiles * ceil_div(hidden, 64), inter, 64, sm_count);
-  } else if (per_expert <= (few_experts ? 48 : 96)) {
-    c.block_m = 64;
-    c.gate_up_cfg = find(t.gate_up, "wg_m64n64");
-    c.down_cfg = find(t.down, hidden > 4096 ? "wg_m64n128s3" : "wg_m64n128");
-    c.down_split_k = 1;
-  } else if (per_expert <= 160) {
-    c.block_m = 128;
-    c.gate_up_cfg = find(t.gate_up, "wg_m128n128");
-    c.down_cfg = find(t.down, "wg_m128n256");
-    c.down_split_k = 1;
-  } else {
-    c.block_m = 128;
-    c.gate_up_cfg = find(t.gate_up, "wg_m128n64s3");
-    c.down_cfg = find(t.down, "wg_m128n256");
-    c.down_split_k = inter >= 8192 ? 2 : 1;
   }
   // A row whose height differs from the alignment block would read the layout wrongly: refuse.
   if (c.gate_up_cfg >= 0 && t.gate_up[size_t(c.gate_up_cfg)].block_m != c.block_m) c.gate_up_cfg = -1;
@@ -131,6 +166,7 @@ cudaError_t launch_gate_up(const GateUpArgs& a, int cfg, cudaStream_t stream) {
   p.lda = a.ldx;
   p.b = a.w13;
   p.b_expert_stride = int64_t(2) * a.n * a.k;
+  p.num_experts = a.num_experts;
   p.ldb = a.k;
   p.bias = a.w13_bias;
   p.bias_expert_stride = 2 * a.n;
@@ -151,6 +187,15 @@ cudaError_t launch_gate_up(const GateUpArgs& a, int cfg, cudaStream_t stream) {
   p.limit = a.swiglu_limit;
   p.act_out = a.act_out;
   p.ld_act = a.ld_act;
+  if (row.sorted_a) {
+    if (!a.x_sorted) return cudaErrorInvalidValue;
+    const cudaError_t e = launch_gather_sorted(a.x, a.ldx, a.k, a.top_k, a.sorted_slots,
+                                               a.num_tiles, row.block_m, a.max_tiles,
+                                               a.x_sorted, stream);
+    if (e != cudaSuccess) return e;
+    p.a = a.x_sorted;
+    p.lda = a.k;
+  }
   return (a.dtype == ElemType::BF16 ? row.bf16 : row.f16)(p, 1, stream);
 }
 
@@ -168,6 +213,7 @@ cudaError_t launch_down(const DownArgs& a, int cfg, cudaStream_t stream) {
   p.lda = a.ld_act;
   p.b = a.w2;
   p.b_expert_stride = int64_t(a.n) * a.k;
+  p.num_experts = a.num_experts;
   p.ldb = a.k;
   p.bias = a.w2_bias;
   p.bias_expert_stride = a.n;

@@ -43,14 +43,12 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N* WARPS_K * 32)
       reinterpret_cast<int32_t*>(smem + (C::kTileBytes > C::kReduceBytes ? C::kTileBytes
                                                                           : C::kReduceBytes));
 
-  int m_tile, n_tile;
-  tile_coords(blockIdx.x, p.max_tiles, p.n_tiles, m_tile, n_tile);
-  if (m_tile >= *p.num_tiles) return;
-  const int split = blockIdx.y;
-  const int k_begin = split * p.k_per_split;
-  const int k_end = min(p.k, k_begin + p.k_per_split);
-  if (k_begin >= k_end && split > 0) return;
-  const int expert = p.tile_expert[m_tile];
+  grid_dependency_wait();  // launched dependent: the alignment or gate-up may still be finishing
+  allow_dependents();
+  TileWork work;
+  if (!tile_work(p, work)) return;
+  const int m_tile = work.m_tile, n_tile = work.n_tile, split = work.split;
+  const int k_begin = work.k_begin, k_end = work.k_end, expert = work.expert;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int warp_k = warp % WARPS_K;
   const int warp_n = (warp / WARPS_K) % WARPS_N;
@@ -245,8 +243,7 @@ cudaError_t launch_mma_gemm(const GemmParams& p, int split_k, cudaStream_t strea
       kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes));
   if (attr != cudaSuccess) return attr;
   const dim3 grid(unsigned(p.max_tiles) * unsigned(p.n_tiles), unsigned(split_k));
-  kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(p);
-  return cudaGetLastError();
+  return launch_dependent(kernel, grid, dim3(C::kThreads), C::kSmemBytes, stream, p);
 }
 
 }  // namespace moe::kernels

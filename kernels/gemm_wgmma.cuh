@@ -203,14 +203,10 @@ __global__ void __launch_bounds__(BM * 2, 1) wgmma_gemm_kernel(const GemmParams 
   base += pad;
   int32_t* s_slot = reinterpret_cast<int32_t*>(smem_raw + pad + size_t(STAGES) * C::kStageBytes);
 
-  int m_tile, n_tile;
-  tile_coords(blockIdx.x, p.max_tiles, p.n_tiles, m_tile, n_tile);
-  if (m_tile >= *p.num_tiles) return;
-  const int split = blockIdx.y;
-  const int k_begin = split * p.k_per_split;
-  const int k_end = min(p.k, k_begin + p.k_per_split);
-  if (k_begin >= k_end && split > 0) return;
-  const int expert = p.tile_expert[m_tile];
+  TileWork work;
+  if (!tile_work(p, work)) return;
+  const int m_tile = work.m_tile, n_tile = work.n_tile, split = work.split;
+  const int k_begin = work.k_begin, k_end = work.k_end, expert = work.expert;
   const int tid = threadIdx.x, wg = tid / 128;
   for (int r = tid; r < BM; r += C::kThreads) s_slot[r] = p.sorted_slots[int64_t(m_tile) * BM + r];
   __syncthreads();
@@ -316,14 +312,10 @@ __global__ void __launch_bounds__(BM * 2 + 128, 1) wgmma_ws_gemm_kernel(const Ge
   const uint32_t full0 = base + STAGES * C::kStageBytes + BM * 4;  // BM * 4 keeps 8-alignment
   const uint32_t empty0 = full0 + STAGES * 8;
 
-  int m_tile, n_tile;
-  tile_coords(blockIdx.x, p.max_tiles, p.n_tiles, m_tile, n_tile);
-  if (m_tile >= *p.num_tiles) return;
-  const int split = blockIdx.y;
-  const int k_begin = split * p.k_per_split;
-  const int k_end = min(p.k, k_begin + p.k_per_split);
-  if (k_begin >= k_end && split > 0) return;
-  const int expert = p.tile_expert[m_tile];
+  TileWork work;
+  if (!tile_work(p, work)) return;
+  const int m_tile = work.m_tile, n_tile = work.n_tile, split = work.split;
+  const int k_begin = work.k_begin, k_end = work.k_end, expert = work.expert;
   const int tid = threadIdx.x;
   if (tid == 0) {
     for (int s = 0; s < STAGES; ++s) {

@@ -99,6 +99,8 @@ struct GateUpArgs {
   const float* input_weights = nullptr;  // [T * top_k] applied to x before the expert, or null
   void* act_out = nullptr;  // [max_tiles * block_m, ld_act]; columns [n, ld_act) written 0
   int ld_act = 0;
+  int num_experts = 0;       // E_local: the extent of w13
+  void* x_sorted = nullptr;  // [max_tiles * block_m, k] scratch, for rows with sorted_a
 };
 struct DownArgs {
   ElemType dtype = ElemType::BF16;
@@ -115,6 +117,7 @@ struct DownArgs {
   float* out = nullptr;                 // [T, ldo] float32, accumulated (atomic adds)
   int ldo = 0;
   int split_k = 1;
+  int num_experts = 0;  // E_local: the extent of w2
 };
 
 // The table of tile configurations (kernels/tile_configs.h has the rows).
@@ -123,6 +126,7 @@ struct GemmConfigInfo {
   int block_m;       // rows of the sorted layout per tile (the alignment block)
   int block_n;       // output columns per tile
   bool wgmma;        // needs sm_90a
+  bool sorted_a;     // gate-up: needs GateUpArgs::x_sorted
 };
 int gate_up_config_count();
 int down_config_count();

@@ -1,6 +1,7 @@
 // The rows of the grouped-GEMM tile table: one row per template instance, with its launch
 // function per element type. kernels/gemm_launch.cu concatenates the mma.sync rows
-// (gemm_mma.cu) and the wgmma rows (gemm_wgmma.cu) and picks among them.
+// (gemm_mma.cu), the wgmma rows (gemm_wgmma.cu) and the TMA rows (gemm_tma.cu) and picks among
+// them.
 #pragma once
 #include "device_utils.cuh"
 
@@ -15,6 +16,7 @@ struct TileConfig {
   int block_k;
   bool wgmma;
   GemmLaunchFn bf16, f16;
+  bool sorted_a = false;  // gate-up reads x gathered into sorted order (GateUpArgs::x_sorted)
 };
 
 extern const TileConfig kMmaGateUpConfigs[];
@@ -25,6 +27,20 @@ extern const TileConfig kWgmmaGateUpConfigs[];
 extern const int kWgmmaGateUpConfigCount;
 extern const TileConfig kWgmmaDownConfigs[];
 extern const int kWgmmaDownConfigCount;
+extern const TileConfig kTmaGateUpConfigs[];
+extern const int kTmaGateUpConfigCount;
+extern const TileConfig kTmaDownConfigs[];
+extern const int kTmaDownConfigCount;
+extern const TileConfig kSwapGateUpConfigs[];
+extern const int kSwapGateUpConfigCount;
+extern const TileConfig kSwapDownConfigs[];
+extern const int kSwapDownConfigCount;
+
+// x rows of the sorted slots [max_tiles * block_m, k] (slot s reads token s / top_k; padding
+// rows are zero): the A operand of the sorted_a rows.
+cudaError_t launch_gather_sorted(const void* x, int ldx, int k, int top_k,
+                                 const int32_t* sorted_slots, const int32_t* num_tiles,
+                                 int block_m, int max_tiles, void* out, cudaStream_t stream);
 
 // Writes 1 to *flag when the running device executes the sm_90a instances.
 cudaError_t launch_wgmma_probe(int* flag, cudaStream_t stream);

@@ -19,6 +19,7 @@ struct Args {
   int experts = 0, top_k = 0, hidden = 0, inter = 0, layer = -1, rank = 0, weight_sets = 3;
   int check_max_tokens = 256;
   bool sweep = false, json = false, quiet = false;
+  std::vector<std::string> sweep_rows;
   std::string gpus;  // --gpus N|all|env: per-rank kernels and the NCCL all-reduce
   double nccl_timeout = 300;
 };
@@ -113,6 +114,9 @@ static moe::cli::Registrar reg(70, [](CLI::App& app) {
                   "Compare with the naive kernel up to this many tokens")
       ->capture_default_str();
   sub->add_flag("--sweep", a->sweep, "Also time every tile configuration (tuning)");
+  sub->add_option("--sweep-rows", a->sweep_rows,
+                  "With --sweep: only rows whose name starts with one of these prefixes")
+      ->delimiter(',');
   sub->add_option("--gpus", a->gpus,
                   "N GPUs, 'all', or 'env' (one process per GPU from launcher variables): "
                   "per-rank kernel time and NCCL all-reduce time side by side");
@@ -140,6 +144,7 @@ static moe::cli::Registrar reg(70, [](CLI::App& app) {
     o.dtype = a->dtype;
     o.weight_sets = a->weight_sets;
     o.sweep = a->sweep;
+    o.sweep_rows = a->sweep_rows;
     o.check_max_tokens = a->check_max_tokens;
     o.quiet = a->quiet || a->json;
     if (!a->gpus.empty()) {

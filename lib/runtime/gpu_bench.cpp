@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "core/error.h"
 
@@ -277,9 +278,16 @@ GpuExperts synthetic_experts(const BenchShape& sh, kernels::ElemType dtype, uint
   return e;
 }
 
+bool sweep_row_selected(const BenchOptions& o, const char* name) {
+  if (o.sweep_rows.empty()) return true;
+  for (const std::string& prefix : o.sweep_rows)
+    if (std::strncmp(name, prefix.c_str(), prefix.size()) == 0) return true;
+  return false;
+}
+
 std::vector<int> candidate_block_m(double per_expert) {
   std::vector<int> out;
-  for (int bm : {16, 32, 64, 128})
+  for (int bm : {8, 16, 32, 64, 128})
     if (bm <= 4 * std::max(per_expert, 4.0) && bm >= per_expert / 8) out.push_back(bm);
   return out;
 }
@@ -472,7 +480,20 @@ BenchReport run_bench(const BenchOptions& opts) {
         kernels::TileChoice base = kernels::choose_tiles(bm * w0.num_local, w0.num_local,
                                                          w0.inter_ld, w0.hidden, info.sm_count,
                                                          rep.wgmma);
-        if (base.block_m != bm) continue;
+        if (base.block_m != bm) {  // the first rows of that height, to sweep from
+          base.block_m = bm;
+          base.gate_up_cfg = base.down_cfg = -1;
+          for (int g = 0; g < kernels::gate_up_config_count() && base.gate_up_cfg < 0; ++g) {
+            const auto gi = kernels::gate_up_config(g);
+            if (gi.block_m == bm && (!gi.wgmma || rep.wgmma)) base.gate_up_cfg = g;
+          }
+          for (int d = 0; d < kernels::down_config_count() && base.down_cfg < 0; ++d) {
+            const auto di = kernels::down_config(d);
+            if (di.block_m == bm && (!di.wgmma || rep.wgmma)) base.down_cfg = d;
+          }
+          if (base.gate_up_cfg < 0 || base.down_cfg < 0) continue;
+          base.down_split_k = 1;
+        }
         base.down_split_k = tc.block_m == bm ? tc.down_split_k : base.down_split_k;
         double best = 1e30;
         kernels::TileChoice best_tc = base;
@@ -488,7 +509,8 @@ BenchReport run_bench(const BenchOptions& opts) {
         };
         for (int g = 0; g < kernels::gate_up_config_count(); ++g) {
           const auto gi = kernels::gate_up_config(g);
-          if (gi.block_m != bm || (gi.wgmma && !rep.wgmma)) continue;
+          if (gi.block_m != bm || (gi.wgmma && !rep.wgmma) || !sweep_row_selected(opts, gi.name))
+            continue;
           kernels::TileChoice c = base;
           c.gate_up_cfg = g;
           try_tc(c);
@@ -496,8 +518,9 @@ BenchReport run_bench(const BenchOptions& opts) {
         const kernels::TileChoice with_gu = best_tc;
         for (int d = 0; d < kernels::down_config_count(); ++d) {
           const auto di = kernels::down_config(d);
-          if (di.block_m != bm || (di.wgmma && !rep.wgmma)) continue;
-          for (int split : {1, 2, 4, 8}) {
+          if (di.block_m != bm || (di.wgmma && !rep.wgmma) || !sweep_row_selected(opts, di.name))
+            continue;
+          for (int split : {1, 2, 4}) {
             if (split > 1 && w0.inter_ld / split < 256) continue;
             kernels::TileChoice c = with_gu;
             c.down_cfg = d;

@@ -26,6 +26,7 @@ struct BenchOptions {
   std::string dtype = "bf16";  // bf16 | fp16 (synthetic only)
   int weight_sets = 3;         // rotated when they fit in memory
   bool sweep = false;          // also time every tile configuration (tuning)
+  std::vector<std::string> sweep_rows;  // only rows whose name starts with one of these (empty: all)
   int check_max_tokens = 256;  // compare with the naive kernel up to this many tokens
   bool measure_ceilings = true;
   bool quiet = false;

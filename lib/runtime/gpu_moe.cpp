@@ -276,7 +276,8 @@ namespace {
 void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::TileChoice& tc,
                  int top_k, const int32_t* sorted, const int32_t* tile_expert,
                  const int32_t* num_tiles, int max_tiles, DeviceBuffer& act,
-                 const float* input_weights, const float* slot_weights, cudaStream_t stream) {
+                 DeviceBuffer& x_sorted, const float* input_weights,
+                 const float* slot_weights, cudaStream_t stream) {
   MOE_ASSERT(tc.gate_up_cfg >= 0 && tc.down_cfg >= 0);  // choose_tiles found its rows
   MOE_CHECK(kernels::gate_up_config(tc.gate_up_cfg).block_m == tc.block_m &&
                 kernels::down_config(tc.down_cfg).block_m == tc.block_m,
@@ -302,6 +303,11 @@ void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::Til
   ga.input_weights = input_weights;
   ga.act_out = act.data();
   ga.ld_act = w.inter_ld;
+  ga.num_experts = w.num_local;
+  if (kernels::gate_up_config(tc.gate_up_cfg).sorted_a) {
+    x_sorted.ensure(size_t(max_tiles) * tc.block_m * w.hidden_ld * 2);
+    ga.x_sorted = x_sorted.data();
+  }
   check_launch(kernels::launch_gate_up(ga, tc.gate_up_cfg, stream),
                (std::string("gate-up GEMM ") + kernels::gate_up_config(tc.gate_up_cfg).name).c_str());
   kernels::DownArgs da;
@@ -321,6 +327,7 @@ void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::Til
   da.out = in.out;
   da.ldo = in.ldo;
   da.split_k = tc.down_split_k;
+  da.num_experts = w.num_local;
   check_launch(kernels::launch_down(da, tc.down_cfg, stream),
                (std::string("down GEMM ") + kernels::down_config(tc.down_cfg).name).c_str());
 }
@@ -346,7 +353,7 @@ void run_routed_experts(const GpuExperts& w, const GpuRouteTable& table, const E
                                      tc.block_m, ab, stream),
                "expert alignment kernels");
   run_grouped(w, in, tc, in.top_k, ab.sorted_slots, ab.tile_expert, ab.num_tiles, max_tiles,
-              ws.act, in.weight_on_input ? in.topk_weights : nullptr,
+              ws.act, ws.x_sorted, in.weight_on_input ? in.topk_weights : nullptr,
               in.weight_on_input ? nullptr : in.topk_weights, stream);
 }
 
@@ -364,7 +371,8 @@ void run_shared_expert(const GpuExperts& w, const ExpertInputs& in, const float*
                                               ws.shared_num.as<int32_t>(), stream),
                "shared-expert layout kernel");
   run_grouped(w, in, tc, 1, ws.shared_sorted.as<int32_t>(), ws.shared_tiles.as<int32_t>(),
-              ws.shared_num.as<int32_t>(), max_tiles, ws.shared_act, nullptr, gate, stream);
+              ws.shared_num.as<int32_t>(), max_tiles, ws.shared_act, ws.shared_x_sorted,
+              nullptr, gate, stream);
 }
 
 }  // namespace moe

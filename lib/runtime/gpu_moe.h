@@ -49,7 +49,8 @@ struct GpuRouter {
 // Scratch that grows on demand and is then reused (steady state allocates nothing).
 struct MoeWorkspace {
   DeviceBuffer slot_expert, counts, sorted_slots, tile_expert, num_tiles, act;
-  DeviceBuffer shared_sorted, shared_tiles, shared_num, shared_act, shared_weights;
+  DeviceBuffer x_sorted;  // x gathered into sorted order, for the TMA gate-up rows
+  DeviceBuffer shared_sorted, shared_tiles, shared_num, shared_act, shared_weights, shared_x_sorted;
 };
 
 struct ExpertInputs {

@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """Markdown table of `moe-tool bench --json` results against ../shared/docs/perf-anchors.md.
 
-Usage: python3 tests/bench/anchor_table.py bench-mixtral.json bench-qwen3-30b.json ...
+Usage: python3 tests/bench/anchor_table.py [--peer peer-grouped-mm.json] bench-mixtral.json ...
 Reads the peers' times from the anchors table (vLLM Triton, torch._grouped_mm) and prints, per
 cell: our time, x floor (our floor, measured in the same run), both peers, and whether we beat
 vLLM and the better of the two. The last line counts the cells.
+
+With --peer (tests/bench/peer_grouped_mm.py's report from the same machine as ours), the
+torch._grouped_mm column is that run's, compared by time; vLLM's Triton kernel, which is not on
+that machine, is compared by x floor (its H100 anchor against ours on this machine's floor).
 """
 import json
 import os
@@ -27,7 +31,47 @@ def load_anchors(path):
     return rows
 
 
+def main_peer(peer_file, files):
+    anchors = load_anchors(ANCHORS)
+    peer = json.load(open(peer_file))
+    floor_h100 = {}
+    pat = re.compile(r"^\| (\w+) \| (\d+) \| (\d+) \|")
+    for line in open(ANCHORS):
+        m = pat.match(line)
+        if m:
+            floor_h100[(NAMES.get(m.group(1), m.group(1)), int(m.group(2)))] = int(m.group(3))
+    print(f"peer machine: {peer['device']}, copy {peer['hbm_gbs']:.0f} GB/s, "
+          f"bf16 {peer['tensor_tflops']:.0f} TFLOP/s\n")
+    print("| shape | tokens | ours us | x floor | torch._grouped_mm us (x floor), same machine | "
+          "vLLM Triton x floor (H100) | beats torch | beats vLLM | beats both | tiles |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    cells = beat_v = beat_t = beat_b = 0
+    for f in files:
+        d = json.load(open(f))
+        name = d["shape"]["name"]
+        pcells = {c["tokens"]: c for c in peer["shapes"].get(name, [])}
+        for c in d["cells"]:
+            key = (name, c["tokens"])
+            if key not in anchors or c["tokens"] not in pcells:
+                continue
+            v_xf = anchors[key][0] / floor_h100[key]
+            t = pcells[c["tokens"]]
+            bt, bv = c["us"] < t["us"], c["x_floor"] < v_xf
+            cells += 1
+            beat_t += bt
+            beat_v += bv
+            beat_b += bt and bv
+            yn = lambda b: "yes" if b else "no"
+            print(f"| {name} | {c['tokens']} | {c['us']:.0f} | {c['x_floor']:.2f} | "
+                  f"{t['us']:.0f} ({t['x_floor']:.2f}) | {v_xf:.2f} | {yn(bt)} | {yn(bv)} | "
+                  f"{yn(bt and bv)} | {c['gate_up_cfg']} + {c['down_cfg']} (split {c['split_k']}) |")
+    print(f"\n{cells} cells: faster than torch._grouped_mm in {beat_t}, below vLLM's x floor in "
+          f"{beat_v}, both in {beat_b}.")
+
+
 def main(files):
+    if files and files[0] == "--peer":
+        return main_peer(files[1], files[2:])
     anchors = load_anchors(ANCHORS)
     print("| shape | tokens | ours us | x floor | vLLM Triton us | torch._grouped_mm us | "
           "beats vLLM | beats best peer | tiles |")

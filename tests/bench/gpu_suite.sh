@@ -3,17 +3,20 @@
 # the GPU tests, compute-sanitizer (memcheck + racecheck), `run --device cuda` on every family
 # fixture and a spread of plans, and the benchmarks. Logs go to $OUT (default /tmp/moe-gpu-out).
 # Usage: bash tests/bench/gpu_suite.sh [STAGES]   STAGES: comma list of
-#        build,tests,sanitize,fixtures,bench,sweep,profile,multi (default: all but sweep)
+#        build,tests,sanitize,fixtures,bench,peer,sweep,profile,multi (default: all but sweep)
 # For a short lease, narrow it (each defaults to the whole suite):
 #   MOE_GPU_TARGETS="moe-tool test_gpu_kernels"  ninja targets to build (default: all)
 #   MOE_GPU_CTEST="-L gpu -E multi"               ctest selection (default: -LE fuzz)
 #   MOE_BENCH_SHAPES="qwen3-30b"                  bench shapes (default: the four anchor shapes)
 #   MOE_SANITIZE_TIMEOUT=60                        seconds per compute-sanitizer tool (default 240)
+#   MOE_SWEEP_SHAPES="mixtral"                     sweep shapes (default: MOE_BENCH_SHAPES or all four)
+#   MOE_SWEEP_TIMEOUT=120                          seconds per sweep shape (default 240)
+#   MOE_SWEEP_ROWS="swap_,tma_"                    sweep only rows with these name prefixes
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/moe-gpu-out}
 mkdir -p "$out"
-stages=",${1:-build,tests,sanitize,fixtures,bench,multi},"
+stages=",${1:-build,tests,sanitize,fixtures,bench,peer,multi},"
 has() { [[ $stages == *",$1,"* ]]; }
 export NCCL_NVLS_ENABLE=0  # NVLink multicast stays off on shared machines
 export PATH=/usr/local/cuda/bin:$PATH
@@ -72,9 +75,14 @@ if has bench; then
   done
   [ -z "${MOE_BENCH_SHAPES:-}" ] && $tool bench --shape qwen3-30b --tokens 1,16,64,256,1024,4096 --quiet 2>&1 | tail -n 12
 fi
+if has peer; then  # torch._grouped_mm on this machine (perf-anchors.md's method)
+  step peer-grouped-mm 300 env PYTHONUNBUFFERED=1 python3 tests/bench/peer_grouped_mm.py "$out/peer-grouped-mm.json" ${MOE_BENCH_SHAPES:-}
+  cat "$out/peer-grouped-mm.log" >>"$out/summary.txt"
+fi
 if has sweep; then
-  for shape in mixtral qwen3-30b deepseek-v3-tp8 gpt-oss-120b; do
-    step "sweep-$shape" 240 $tool bench --shape $shape --tokens ${SWEEP_TOKENS:-1,16,64,256,1024,4096} --sweep --json --quiet
+  for shape in ${MOE_SWEEP_SHAPES:-${MOE_BENCH_SHAPES:-mixtral qwen3-30b deepseek-v3-tp8 gpt-oss-120b}}; do
+    step "sweep-$shape" "${MOE_SWEEP_TIMEOUT:-240}" $tool bench --shape $shape --tokens ${SWEEP_TOKENS:-1,16,64,256,1024,4096} --sweep ${MOE_SWEEP_ROWS:+--sweep-rows $MOE_SWEEP_ROWS} --json --quiet
+    cp "$out/sweep-$shape.log" "$out/sweep-$shape.json"
   done
 fi
 if has profile; then  # Nsight Compute on the GEMM kernels of two cells (what limits them)

@@ -64,16 +64,40 @@ HostRouteTable identity_table(int experts) {
 struct Pair {
   int gate_up, down;
 };
-// Every (gate-up, down) pair of equal block height this device runs.
+// Pairs of equal block height this device runs that cover every row: each gate-up row with
+// down rows in turn, so every down row is paired at least once (not the whole cross product,
+// which compute-sanitizer would take too long over).
 std::vector<Pair> config_pairs() {
   std::vector<Pair> out;
   const bool wg = kernels::wgmma_available();
-  for (int g = 0; g < kernels::gate_up_config_count(); ++g)
+  auto runs = [&](const kernels::GemmConfigInfo& c) { return !c.wgmma || wg; };
+  std::vector<bool> down_used(size_t(kernels::down_config_count()), false);
+  std::vector<int> next_down;  // per block height: the next down row to pair
+  for (int g = 0; g < kernels::gate_up_config_count(); ++g) {
+    const auto gi = kernels::gate_up_config(g);
+    if (!runs(gi)) continue;
+    std::vector<int> same;
     for (int d = 0; d < kernels::down_config_count(); ++d) {
-      const auto gi = kernels::gate_up_config(g), di = kernels::down_config(d);
-      if (gi.block_m != di.block_m || ((gi.wgmma || di.wgmma) && !wg)) continue;
-      out.push_back({g, d});
+      const auto di = kernels::down_config(d);
+      if (di.block_m == gi.block_m && runs(di)) same.push_back(d);
     }
+    if (same.empty()) continue;
+    if (next_down.size() <= size_t(gi.block_m)) next_down.resize(size_t(gi.block_m) + 1, 0);
+    const int d = same[size_t(next_down[size_t(gi.block_m)]++) % same.size()];
+    out.push_back({g, d});
+    down_used[size_t(d)] = true;
+  }
+  for (int d = 0; d < kernels::down_config_count(); ++d) {
+    const auto di = kernels::down_config(d);
+    if (down_used[size_t(d)] || !runs(di)) continue;
+    for (int g = 0; g < kernels::gate_up_config_count(); ++g) {
+      const auto gi = kernels::gate_up_config(g);
+      if (gi.block_m == di.block_m && runs(gi)) {
+        out.push_back({g, d});
+        break;
+      }
+    }
+  }
   return out;
 }
 
@@ -127,6 +151,9 @@ void reset(Problem& p, MoeWorkspace& ws, cudaStream_t s) {
   if (!ws.act.empty())
     cuda_check(kernels::launch_fill_nan_elem(ws.act.data(), ElemType::BF16,
                                              int64_t(ws.act.bytes() / 2), s), "poison act");
+  if (!ws.x_sorted.empty())
+    cuda_check(kernels::launch_fill_nan_elem(ws.x_sorted.data(), ElemType::BF16,
+                                             int64_t(ws.x_sorted.bytes() / 2), s), "poison x_sorted");
   for (DeviceBuffer* b : {&ws.sorted_slots, &ws.tile_expert, &ws.slot_expert})
     if (!b->empty())
       cuda_check(kernels::launch_fill_nan_f32(b->as<float>(), int64_t(b->bytes() / 4), s),

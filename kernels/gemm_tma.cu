@@ -1,0 +1,158 @@
+// The TMA rows of the tile table (sm_90a; kernels/gemm_tma.cuh), the tensor-map encoder and the
+// gather of x into sorted order that those gate-up rows read. Names: tma_m<BM>n<output cols>.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+
+#include "gemm_tma.cuh"
+#include "tile_configs.h"
+
+namespace moe::kernels {
+
+TensorMapEncodeFn tensor_map_encoder() {
+  static const TensorMapEncodeFn fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
+                                         &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+      f = nullptr;
+    cudaGetLastError();
+    return reinterpret_cast<TensorMapEncodeFn>(f);
+  }();
+  return fn;
+}
+
+cudaError_t make_tile_map(CUtensorMap* map, bool bf16, const void* base, int k, int rows,
+                          int outer, int64_t ld, int64_t outer_stride, int box_rows) {
+  const TensorMapEncodeFn encode = tensor_map_encoder();
+  if (!encode) return cudaErrorNotSupported;
+  if (reinterpret_cast<uintptr_t>(base) % 16 != 0 || k <= 0 || rows <= 0 || outer <= 0)
+    return cudaErrorInvalidValue;
+  const cuuint32_t rank = outer_stride > 0 ? 3 : 2;
+  const cuuint64_t dims[3] = {cuuint64_t(k), cuuint64_t(rows), cuuint64_t(outer)};
+  const cuuint64_t strides[2] = {cuuint64_t(ld) * 2, cuuint64_t(outer_stride) * 2};
+  const cuuint32_t box[3] = {64, cuuint32_t(box_rows), 1};
+  const cuuint32_t elem_strides[3] = {1, 1, 1};
+  const CUresult r = encode(map, bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                            rank, const_cast<void*>(base), dims, strides, box, elem_strides,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+cudaError_t make_gemm_maps(const GemmParams& p, bool bf16, bool gate_up, int split_k, int rows_a,
+                           int rows_w, CUtensorMap* map_a, CUtensorMap* map_w) {
+  if (p.num_experts <= 0 || p.lda % 8 != 0 || p.ldb % 8 != 0 ||
+      (split_k > 1 && p.k_per_split % 64 != 0) ||
+      p.b_expert_stride != int64_t(gate_up ? 2 : 1) * p.n * p.ldb)
+    return cudaErrorInvalidValue;
+  const int halves = gate_up ? 2 * p.num_experts : p.num_experts;
+  const cudaError_t e =
+      make_tile_map(map_a, bf16, p.a, p.k, p.max_tiles * rows_a, 1, p.lda, 0, rows_a);
+  if (e != cudaSuccess) return e;
+  return make_tile_map(map_w, bf16, p.b, p.k, p.n, halves, p.ldb, int64_t(p.n) * p.ldb, rows_w);
+}
+
+cudaError_t launch_tma_kernel(TmaKernelFn kernel, const GemmParams& p, int split_k, bool bf16,
+                              bool gate_up, int rows_a, int rows_w, int threads, size_t smem,
+                              cudaStream_t stream) {
+  CUtensorMap map_a, map_w;
+  cudaError_t e = make_gemm_maps(p, bf16, gate_up, split_k, rows_a, rows_w, &map_a, &map_w);
+  if (e != cudaSuccess) return e;
+  const dim3 grid(unsigned(p.max_tiles) * unsigned(p.n_tiles), unsigned(split_k));
+  return launch_dependent(kernel, grid, dim3(unsigned(threads)), smem, stream, p, map_a, map_w);
+}
+
+namespace {
+
+// One warp per sorted row: the token's row of x, or zeros for a padding slot (-1).
+__global__ void gather_sorted_kernel(const uint4* __restrict__ x, int64_t ldx8, int k8, int top_k,
+                                     const int32_t* __restrict__ sorted,
+                                     const int32_t* __restrict__ num_tiles, int block_m,
+                                     uint4* __restrict__ out) {
+  grid_dependency_wait();  // launched dependent: the alignment may still be finishing
+  allow_dependents();
+  const int64_t rows = int64_t(*num_tiles) * block_m;
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = int64_t(gridDim.x) * blockDim.x / 32;
+  for (int64_t r = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32; r < rows; r += warps) {
+    const int slot = sorted[r];
+    uint4* dst = out + r * k8;
+    if (slot < 0) {
+      for (int c = lane; c < k8; c += 32) dst[c] = make_uint4(0, 0, 0, 0);
+    } else {
+      const uint4* src = x + int64_t(slot / top_k) * ldx8;
+      for (int c = lane; c < k8; c += 32) dst[c] = __ldg(src + c);
+    }
+  }
+}
+
+}  // namespace
+
+cudaError_t launch_gather_sorted(const void* x, int ldx, int k, int top_k,
+                                 const int32_t* sorted_slots, const int32_t* num_tiles,
+                                 int block_m, int max_tiles, void* out, cudaStream_t stream) {
+  if (!x || !out || k % 8 != 0 || ldx % 8 != 0 || ldx < k || top_k <= 0 || max_tiles <= 0)
+    return cudaErrorInvalidValue;
+  const int64_t max_rows = int64_t(max_tiles) * block_m;
+  const int blocks = int(std::min<int64_t>((max_rows + 7) / 8, 2048));
+  return launch_dependent(gather_sorted_kernel, dim3(unsigned(blocks)), dim3(256), 0, stream,
+                          static_cast<const uint4*>(x), int64_t(ldx / 8), k / 8, top_k,
+                          sorted_slots, num_tiles, block_m, static_cast<uint4*>(out));
+}
+
+#define MOE_TMA_ROW(NAME, BM, BN, S, GU, MINB)                                             \
+  TileConfig {                                                                            \
+    NAME, BM, (GU) ? (BN) / 2 : (BN), 64, true,                                           \
+        &launch_tma_gemm<__nv_bfloat16, BM, BN, S, GU, MINB>,                             \
+        &launch_tma_gemm<__half, BM, BN, S, GU, MINB>, (GU)                               \
+  }
+
+// Gate-up rows read x gathered into sorted order (the last field: sorted_a). Rows ending in
+// s3 / with n64 tiles of 64 rows are sized for two CTAs per SM.
+const TileConfig kTmaGateUpConfigs[] = {
+    MOE_TMA_ROW("tma_m128n128", 128, 256, 4, true, 1),
+    MOE_TMA_ROW("tma_m128n64", 128, 128, 6, true, 1),
+    MOE_TMA_ROW("tma_m64n128", 64, 256, 4, true, 1),
+    MOE_TMA_ROW("tma_m128n64s3", 128, 128, 3, true, 2),
+    MOE_TMA_ROW("tma_m64n64", 64, 128, 4, true, 2),
+};
+const int kTmaGateUpConfigCount = sizeof(kTmaGateUpConfigs) / sizeof(kTmaGateUpConfigs[0]);
+
+const TileConfig kTmaDownConfigs[] = {
+    MOE_TMA_ROW("tma_m128n256", 128, 256, 4, false, 1),
+    MOE_TMA_ROW("tma_m128n128", 128, 128, 6, false, 1),
+    MOE_TMA_ROW("tma_m64n256", 64, 256, 4, false, 1),
+    MOE_TMA_ROW("tma_m128n128s3", 128, 128, 3, false, 2),
+    MOE_TMA_ROW("tma_m64n128", 64, 128, 4, false, 2),
+};
+const int kTmaDownConfigCount = sizeof(kTmaDownConfigs) / sizeof(kTmaDownConfigs[0]);
+
+#define MOE_SWAP_ROW(NAME, BT, MW, S, GU)                                                   \
+  TileConfig {                                                                            \
+    NAME, BT, (GU) ? 64 : (MW) * 64, 64, true, &launch_tma_swap<__nv_bfloat16, BT, MW, S, GU>, \
+        &launch_tma_swap<__half, BT, MW, S, GU>, (GU)                                     \
+  }
+
+// Swapped operands (weights as wgmma's M): few tokens per expert, weight-bandwidth bound.
+const TileConfig kSwapGateUpConfigs[] = {
+    MOE_SWAP_ROW("swap_t8n64", 8, 2, 6, true),
+    MOE_SWAP_ROW("swap_t16n64", 16, 2, 6, true),
+    MOE_SWAP_ROW("swap_t32n64", 32, 2, 5, true),
+};
+const int kSwapGateUpConfigCount = sizeof(kSwapGateUpConfigs) / sizeof(kSwapGateUpConfigs[0]);
+
+const TileConfig kSwapDownConfigs[] = {
+    MOE_SWAP_ROW("swap_t8n64", 8, 1, 10, false),
+    MOE_SWAP_ROW("swap_t16n64", 16, 1, 10, false),
+    MOE_SWAP_ROW("swap_t16n128", 16, 2, 6, false),
+    MOE_SWAP_ROW("swap_t32n128", 32, 2, 5, false),
+};
+const int kSwapDownConfigCount = sizeof(kSwapDownConfigs) / sizeof(kSwapDownConfigs[0]);
+
+#undef MOE_SWAP_ROW
+#undef MOE_TMA_ROW
+
+}  // namespace moe::kernels

@@ -1,0 +1,470 @@
+// Grouped GEMM with the Tensor Memory Accelerator (sm_90a): one producer thread streams the K
+// tiles of A and B with cp.async.bulk.tensor into a STAGES-deep ring of 128B-swizzled shared
+// tiles (the layout the wgmma descriptors read), BM / 64 consumer warpgroups only issue wgmma.
+// The ring is handed over through mbarriers: `full` completes when a stage's bytes have landed
+// (expect-tx), `empty` when every consumer thread is done with it.
+//
+// TMA reads rectangles, so A must be in sorted order: gate-up reads x through a gathered copy
+// (launch_gather_sorted below, one row per sorted slot, zero rows for padding); down reads the
+// intermediate, which is in sorted order already. The weights are viewed as 3-D tensors
+// [halves, rows, K] (gate-up: 2 * E halves of n rows, gate and up; down: E experts of n rows),
+// so rows past n and K past k read as zeros at every expert's edge, not the next expert's rows.
+// Epilogues are those of gemm_wgmma.cuh (bias, activation, routing weight, top-k sum).
+#pragma once
+#include <cuda.h>
+
+#include <type_traits>
+
+#include "gemm_wgmma.cuh"
+
+namespace moe::kernels {
+
+template <typename T>
+__device__ __forceinline__ void wgmma_m64n256k16(float* d, uint64_t desc_a, uint64_t desc_b);
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define MOE_WGMMA_N256(TYPE, PTX)                                                          \
+  template <>                                                                               \
+  __device__ __forceinline__ void wgmma_m64n256k16<TYPE>(float* d, uint64_t desc_a,          \
+                                                         uint64_t desc_b) {                 \
+    asm volatile(                                                                           \
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"                                     \
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32." PTX "." PTX " "                     \
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "   \
+        "%128, %129, p, 1, 1, 0, 0;\n"                                                       \
+        "}\n"                                                                                \
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),   \
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),   \
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),   \
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),   \
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),   \
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),   \
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),   \
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),   \
+        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),   \
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),   \
+        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),   \
+        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),   \
+        "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),   \
+        "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),   \
+        "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),   \
+        "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])   \
+        : "l"(desc_a), "l"(desc_b), "r"(1));                                                \
+  }
+MOE_WGMMA_N256(__nv_bfloat16, "bf16")
+MOE_WGMMA_N256(__half, "f16")
+#undef MOE_WGMMA_N256
+#else
+template <typename T>
+__device__ __forceinline__ void wgmma_m64n256k16(float*, uint64_t, uint64_t) {
+  __trap();  // never launched: wgmma_available() is false without the sm_90a instance
+}
+#endif
+
+// One k16 step of a consumer warpgroup: m64 x BN, B as one n256 or n128 instruction.
+template <typename T, int BN>
+__device__ __forceinline__ void wgmma_step(float* acc, uint64_t desc_a, uint64_t desc_b) {
+  static_assert(BN == 128 || BN == 256, "n128 or n256");
+  if constexpr (BN == 256)
+    wgmma_m64n256k16<T>(acc, desc_a, desc_b);
+  else
+    wgmma_m64n128k16<T>(acc, desc_a, desc_b);
+}
+
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void fence_barrier_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+__device__ __forceinline__ void tma_prefetch(const CUtensorMap* map) {
+  asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
+}
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, uint32_t bar,
+                                            int c0, int c1) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%3, %4}], [%2];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1)
+      : "memory");
+}
+__device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map, uint32_t bar,
+                                            int c0, int c1, int c2) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%3, %4, %5}], [%2];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "r"(c2)
+      : "memory");
+}
+
+template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB = 1>
+struct TmaTile {
+  static constexpr int BK = 64;  // one 128-byte swizzle row per tile row
+  static constexpr int kConsumerGroups = BM / 64;
+  static constexpr int kConsumers = kConsumerGroups * 128;
+  static constexpr int kThreads = kConsumers + 32;  // + the producer warp, after them
+  static constexpr int kAcc = BN / 2;
+  static constexpr int kOutCols = GATE_UP ? BN / 2 : BN;
+  static constexpr int kBoxRowsB = GATE_UP ? BN / 2 : BN;  // gate-up: one box per half
+  static constexpr int kABytes = BM * 128, kBBytes = BN * 128;
+  static constexpr int kStageBytes = kABytes + kBBytes;
+  static constexpr size_t kSmemBytes = size_t(STAGES) * kStageBytes + BM * 4 + 2 * STAGES * 8 + 1024;
+  static_assert(BM == 64 || BM == 128, "one or two consumer warpgroups");
+  static_assert(BN == 128 || BN == 256, "B tile of one n128 or n256 instruction");
+  static_assert(kBoxRowsB <= 256 && BM <= 256, "TMA boxes hold at most 256 rows");
+  static_assert(STAGES >= 2, "a ring");
+  static_assert(MINB == 1 || kSmemBytes * MINB <= 227 * 1024, "MINB CTAs per SM must fit");
+};
+
+// MINB: CTAs per SM the registers are budgeted for (2 lets one CTA's epilogue overlap another's
+// main loop; needs the n128 accumulators and 3 stages).
+template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB>
+__global__ void __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB>::kThreads, MINB)
+    tma_gemm_kernel(const __grid_constant__ GemmParams p, const __grid_constant__ CUtensorMap map_a,
+                    const __grid_constant__ CUtensorMap map_b) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using C = TmaTile<T, BM, BN, STAGES, GATE_UP, MINB>;
+  extern __shared__ uint8_t smem_raw[];
+  uint32_t base = smem_addr(smem_raw);
+  const uint32_t pad = (1024u - (base & 1023u)) & 1023u;  // swizzle atoms need 1024-alignment
+  base += pad;
+  int32_t* s_slot = reinterpret_cast<int32_t*>(smem_raw + pad + size_t(STAGES) * C::kStageBytes);
+  const uint32_t full0 = base + STAGES * C::kStageBytes + BM * 4;  // BM * 4 keeps 8-alignment
+  const uint32_t empty0 = full0 + STAGES * 8;
+
+  TileWork work;
+  if (!tile_work(p, work)) return;
+  const int m_tile = work.m_tile, n_tile = work.n_tile, split = work.split;
+  const int k_begin = work.k_begin, k_end = work.k_end, expert = work.expert;
+  const int tid = threadIdx.x;
+  if (tid == 0) {
+    tma_prefetch(&map_a);
+    tma_prefetch(&map_b);
+    for (int s = 0; s < STAGES; ++s) {
+      mbar_init(full0 + 8 * s, 1);
+      mbar_init(empty0 + 8 * s, C::kConsumers);
+    }
+    fence_barrier_init();
+  }
+  for (int r = tid; r < BM; r += C::kThreads) s_slot[r] = p.sorted_slots[int64_t(m_tile) * BM + r];
+  __syncthreads();  // the last block-wide barrier: the producer warp leaves below
+
+  const int col0 = n_tile * C::kOutCols;
+  const int KT = k_end > k_begin ? (k_end - k_begin + C::BK - 1) / C::BK : 0;
+
+  if (tid >= C::kConsumers) {  // producer warp: one thread issues every copy
+    if (tid == C::kConsumers) {
+      const int row_a = m_tile * BM;
+      const int half_gate = GATE_UP ? 2 * expert + (p.gate_row0 == 0 ? 0 : 1) : expert;
+      const int half_up = 2 * expert + (p.up_row0 == 0 ? 0 : 1);
+      auto load_b = [&](int kt) {
+        const uint32_t sb = base + (kt % STAGES) * C::kStageBytes + C::kABytes;
+        const uint32_t bar = full0 + 8 * (kt % STAGES);
+        const int k0 = k_begin + kt * C::BK;
+        mbar_arrive_expect_tx(bar, C::kStageBytes);
+        tma_load_3d(sb, &map_b, bar, k0, col0, half_gate);
+        if constexpr (GATE_UP) tma_load_3d(sb + C::kBoxRowsB * 128, &map_b, bar, k0, col0, half_up);
+      };
+      auto load_a = [&](int kt) {
+        tma_load_2d(base + (kt % STAGES) * C::kStageBytes, &map_a, full0 + 8 * (kt % STAGES),
+                    k_begin + kt * C::BK, row_a);
+      };
+      // The first stages' weights load while the kernel before this one finishes (A is its
+      // output: gate-up's gathered x, down's intermediate).
+      const int pre = min(KT, STAGES);
+      for (int kt = 0; kt < pre; ++kt) load_b(kt);
+      grid_dependency_wait();
+      allow_dependents();
+      for (int kt = 0; kt < pre; ++kt) load_a(kt);
+      for (int kt = pre; kt < KT; ++kt) {
+        mbar_wait(empty0 + 8 * (kt % STAGES), ((kt / STAGES) - 1) & 1);
+        load_b(kt);
+        load_a(kt);
+      }
+    }
+    return;
+  }
+
+  const int ctid = tid, wg = ctid / 128;
+  float acc[C::kAcc];
+#pragma unroll
+  for (int i = 0; i < C::kAcc; ++i) acc[i] = 0.0f;
+  for (int kt = 0; kt < KT; ++kt) {
+    const int s = kt % STAGES;
+    mbar_wait(full0 + 8 * s, (kt / STAGES) & 1);
+    const uint32_t sa = base + s * C::kStageBytes + wg * 64 * 128;
+    const uint32_t sb = base + s * C::kStageBytes + C::kABytes;
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      wgmma_step<T, BN>(acc, sw128_desc(sa + kk * 32), sw128_desc(sb + kk * 32));
+    wgmma_commit();
+    wgmma_wait<1>();  // wgmma kt - 1 done: its stage goes back to the producer
+    if (kt > 0) mbar_arrive(empty0 + 8 * ((kt - 1) % STAGES));
+  }
+  wgmma_wait<0>();
+#pragma unroll
+  for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
+  wg_epilogue<T, BM, BN, GATE_UP>(p, acc, wg, ctid % 128, s_slot, m_tile, col0, expert, split);
+#endif
+}
+
+
+// ---- swapped operands, for few tokens per expert --------------------------------------------
+// With a handful of tokens per expert the GEMMs stream weights and the tensor cores idle, but
+// wgmma's M is at least 64. So the weights are the M operand (64-row blocks) and the tokens the
+// N operand (BT = 8, 16 or 32 rows of the sorted layout): D[weight row][token]. One consumer
+// warpgroup and one producer warp per CTA, small stages, several CTAs per SM: many weight
+// bytes in flight per SM through TMA. Gate-up: block 0 holds 64 gate rows and block 1 the same
+// 64 up rows, so one thread has gate and up of an output element in its two accumulators.
+template <int N, typename T>
+__device__ __forceinline__ void wgmma_m64nNk16(float* d, uint64_t desc_a, uint64_t desc_b);
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define MOE_WGMMA_N8(TYPE, PTX)                                                           \
+  template <>                                                                               \
+  __device__ __forceinline__ void wgmma_m64nNk16<8, TYPE>(float* d, uint64_t desc_a,        \
+                                                          uint64_t desc_b) {                \
+    asm volatile(                                                                           \
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %6, 0;\n"                                      \
+        "wgmma.mma_async.sync.aligned.m64n8k16.f32." PTX "." PTX " "                       \
+        "{%0, %1, %2, %3}, %4, %5, p, 1, 1, 0, 0;\n"   \
+        "}\n"                                                                                \
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])   \
+        : "l"(desc_a), "l"(desc_b), "r"(1));                                                \
+  }
+MOE_WGMMA_N8(__nv_bfloat16, "bf16")
+MOE_WGMMA_N8(__half, "f16")
+#undef MOE_WGMMA_N8
+#define MOE_WGMMA_N16(TYPE, PTX)                                                           \
+  template <>                                                                               \
+  __device__ __forceinline__ void wgmma_m64nNk16<16, TYPE>(float* d, uint64_t desc_a,        \
+                                                          uint64_t desc_b) {                \
+    asm volatile(                                                                           \
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"                                      \
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32." PTX "." PTX " "                       \
+        "{%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, 0, 0;\n"   \
+        "}\n"                                                                                \
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])   \
+        : "l"(desc_a), "l"(desc_b), "r"(1));                                                \
+  }
+MOE_WGMMA_N16(__nv_bfloat16, "bf16")
+MOE_WGMMA_N16(__half, "f16")
+#undef MOE_WGMMA_N16
+#define MOE_WGMMA_N32(TYPE, PTX)                                                           \
+  template <>                                                                               \
+  __device__ __forceinline__ void wgmma_m64nNk16<32, TYPE>(float* d, uint64_t desc_a,        \
+                                                          uint64_t desc_b) {                \
+    asm volatile(                                                                           \
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"                                      \
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32." PTX "." PTX " "                       \
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n"   \
+        "}\n"                                                                                \
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),   \
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])   \
+        : "l"(desc_a), "l"(desc_b), "r"(1));                                                \
+  }
+MOE_WGMMA_N32(__nv_bfloat16, "bf16")
+MOE_WGMMA_N32(__half, "f16")
+#undef MOE_WGMMA_N32
+#else
+template <int N, typename T>
+__device__ __forceinline__ void wgmma_m64nNk16(float*, uint64_t, uint64_t) {
+  __trap();  // never launched: wgmma_available() is false without the sm_90a instance
+}
+#endif
+
+template <typename T, int BT, int MW, int STAGES, bool GATE_UP>
+struct SwapTile {
+  static constexpr int BK = 64;
+  static constexpr int kThreads = 128 + 32;  // one consumer warpgroup + the producer warp
+  static constexpr int kWRows = MW * 64;     // weight rows per tile
+  static constexpr int kOutCols = GATE_UP ? 64 : kWRows;
+  static constexpr int kBoxRowsW = GATE_UP ? 64 : kWRows;
+  static constexpr int kAcc = BT / 2;  // floats per thread per m64 block
+  static constexpr int kWBytes = kWRows * 128, kTBytes = BT * 128;
+  static constexpr int kStageBytes = kWBytes + kTBytes;
+  static constexpr size_t kSmemBytes = size_t(STAGES) * kStageBytes + BT * 4 + 2 * STAGES * 8 + 1024;
+  static_assert(BT == 8 || BT == 16 || BT == 32, "token tile of one n8/n16/n32 instruction");
+  static_assert(!GATE_UP || MW == 2, "gate-up pairs one gate block with one up block");
+  static_assert(MW == 1 || MW == 2, "one or two m64 blocks");
+  static_assert(kWBytes % 1024 == 0, "token tile stays 1024-aligned");
+};
+
+template <typename T, int BT, int MW, int STAGES, bool GATE_UP>
+__global__ void __launch_bounds__(160)
+    tma_swap_kernel(const __grid_constant__ GemmParams p, const __grid_constant__ CUtensorMap map_t,
+                    const __grid_constant__ CUtensorMap map_w) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using C = SwapTile<T, BT, MW, STAGES, GATE_UP>;
+  extern __shared__ uint8_t smem_raw[];
+  uint32_t base = smem_addr(smem_raw);
+  const uint32_t pad = (1024u - (base & 1023u)) & 1023u;
+  base += pad;
+  int32_t* s_slot = reinterpret_cast<int32_t*>(smem_raw + pad + size_t(STAGES) * C::kStageBytes);
+  const uint32_t full0 = base + STAGES * C::kStageBytes + ((BT * 4 + 7) & ~7);
+  const uint32_t empty0 = full0 + STAGES * 8;
+
+  TileWork work;
+  if (!tile_work(p, work)) return;
+  const int m_tile = work.m_tile, n_tile = work.n_tile, split = work.split;
+  const int k_begin = work.k_begin, k_end = work.k_end, expert = work.expert;
+  const int tid = threadIdx.x;
+  if (tid == 128) {
+    tma_prefetch(&map_t);
+    tma_prefetch(&map_w);
+    for (int s = 0; s < STAGES; ++s) {
+      mbar_init(full0 + 8 * s, 1);
+      mbar_init(empty0 + 8 * s, 128);
+    }
+    fence_barrier_init();
+  }
+  for (int r = tid; r < BT; r += C::kThreads) s_slot[r] = p.sorted_slots[int64_t(m_tile) * BT + r];
+  __syncthreads();  // the last block-wide barrier: the producer warp leaves below
+
+  const int col0 = n_tile * C::kOutCols;
+  const int KT = k_end > k_begin ? (k_end - k_begin + C::BK - 1) / C::BK : 0;
+
+  if (tid >= 128) {  // producer warp: one thread issues every copy
+    if (tid == 128) {
+      const int half_gate = GATE_UP ? 2 * expert + (p.gate_row0 == 0 ? 0 : 1) : expert;
+      const int half_up = 2 * expert + (p.up_row0 == 0 ? 0 : 1);
+      auto load_w = [&](int kt) {
+        const uint32_t sw = base + (kt % STAGES) * C::kStageBytes;
+        const uint32_t bar = full0 + 8 * (kt % STAGES);
+        const int k0 = k_begin + kt * C::BK;
+        mbar_arrive_expect_tx(bar, C::kStageBytes);
+        tma_load_3d(sw, &map_w, bar, k0, col0, half_gate);
+        if constexpr (GATE_UP) tma_load_3d(sw + 64 * 128, &map_w, bar, k0, col0, half_up);
+      };
+      auto load_t = [&](int kt) {
+        tma_load_2d(base + (kt % STAGES) * C::kStageBytes + C::kWBytes, &map_t,
+                    full0 + 8 * (kt % STAGES), k_begin + kt * C::BK, m_tile * BT);
+      };
+      const int pre = min(KT, STAGES);  // weights first, while the predecessor finishes
+      for (int kt = 0; kt < pre; ++kt) load_w(kt);
+      grid_dependency_wait();
+      allow_dependents();
+      for (int kt = 0; kt < pre; ++kt) load_t(kt);
+      for (int kt = pre; kt < KT; ++kt) {
+        mbar_wait(empty0 + 8 * (kt % STAGES), ((kt / STAGES) - 1) & 1);
+        load_w(kt);
+        load_t(kt);
+      }
+    }
+    return;
+  }
+
+  float acc[MW][C::kAcc];
+#pragma unroll
+  for (int b = 0; b < MW; ++b)
+#pragma unroll
+    for (int i = 0; i < C::kAcc; ++i) acc[b][i] = 0.0f;
+  for (int kt = 0; kt < KT; ++kt) {
+    const int s = kt % STAGES;
+    mbar_wait(full0 + 8 * s, (kt / STAGES) & 1);
+    const uint32_t sw = base + s * C::kStageBytes, st = sw + C::kWBytes;
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+#pragma unroll
+      for (int b = 0; b < MW; ++b)
+        wgmma_m64nNk16<BT, T>(acc[b], sw128_desc(sw + b * 64 * 128 + kk * 32),
+                              sw128_desc(st + kk * 32));
+    wgmma_commit();
+    wgmma_wait<1>();
+    if (kt > 0) mbar_arrive(empty0 + 8 * ((kt - 1) % STAGES));
+  }
+  wgmma_wait<0>();
+#pragma unroll
+  for (int b = 0; b < MW; ++b)
+#pragma unroll
+    for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[b][i]);
+
+  // Fragment f of block b: weight row 16 * warp + lane / 4 + 8 * ((f % 4) / 2) of the block,
+  // token row 8 * (f / 4) + 2 * (lane % 4) + f % 2 of the tile.
+  const int lane = tid % 32, warp = tid / 32;
+  const T* bias =
+      p.bias ? static_cast<const T*>(p.bias) + int64_t(expert) * p.bias_expert_stride : nullptr;
+#pragma unroll
+  for (int b = 0; b < (GATE_UP ? 1 : MW); ++b) {
+#pragma unroll
+    for (int f = 0; f < C::kAcc; ++f) {
+      const int col = col0 + b * 64 + 16 * warp + lane / 4 + 8 * ((f % 4) / 2);
+      const int row = 8 * (f / 4) + 2 * (lane % 4) + f % 2;
+      const int slot = s_slot[row];
+      if constexpr (GATE_UP) {
+        if (col >= p.ld_act) continue;
+        float v = 0.0f;
+        if (slot >= 0 && col < p.n) {
+          const float w = p.slot_weights ? p.slot_weights[slot] : 1.0f;
+          float g = acc[0][f] * w, u = acc[1][f] * w;
+          if (bias) {
+            g += ElemOps<T>::to_float(bias[p.gate_row0 + col]);
+            u += ElemOps<T>::to_float(bias[p.up_row0 + col]);
+          }
+          v = apply_act(p.act, g, u, p.alpha, p.limit);
+        }
+        static_cast<T*>(p.act_out)[(int64_t(m_tile) * BT + row) * p.ld_act + col] =
+            ElemOps<T>::from_float(v);
+      } else {
+        if (slot < 0 || col >= p.n) continue;
+        const float w = p.slot_weights ? p.slot_weights[slot] : 1.0f;
+        const float bv = bias && split == 0 ? ElemOps<T>::to_float(bias[col]) : 0.0f;
+        atomicAdd(p.out + int64_t(slot / p.top_k) * p.ldo + col, w * (acc[b][f] + bv));
+      }
+    }
+  }
+#endif
+}
+
+// ---- host side: tensor maps ------------------------------------------------------------------
+// The driver's encoder through the runtime's entry-point lookup (no link against libcuda).
+using TensorMapEncodeFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
+                                       const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
+                                       const cuuint32_t*, CUtensorMapInterleave,
+                                       CUtensorMapSwizzle, CUtensorMapL2promotion,
+                                       CUtensorMapFloatOOBfill);
+TensorMapEncodeFn tensor_map_encoder();
+
+// A row-major [outer, rows, k] tensor of 16-bit elements (row stride ld, outer stride
+// outer_stride, both in elements), read in boxes of 64 K x box_rows rows, 128B-swizzled.
+cudaError_t make_tile_map(CUtensorMap* map, bool bf16, const void* base, int k, int rows,
+                          int outer, int64_t ld, int64_t outer_stride, int box_rows);
+
+// Both maps of one launch: A (or the tokens) [max_tiles * rows_a, k] in sorted order, read in
+// boxes of rows_a rows; the weights as [halves, n, k] (gate-up: 2 halves per expert), boxes of
+// rows_w rows. TMA needs 16-byte row strides and 64-element K boundaries between splits.
+cudaError_t make_gemm_maps(const GemmParams& p, bool bf16, bool gate_up, int split_k, int rows_a,
+                           int rows_w, CUtensorMap* map_a, CUtensorMap* map_w);
+
+// Encodes both maps and launches (dependent launch); the caller set the shared-memory limit.
+using TmaKernelFn = void (*)(GemmParams, CUtensorMap, CUtensorMap);
+cudaError_t launch_tma_kernel(TmaKernelFn kernel, const GemmParams& p, int split_k, bool bf16,
+                              bool gate_up, int rows_a, int rows_w, int threads, size_t smem,
+                              cudaStream_t stream);
+
+template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB = 1>
+cudaError_t launch_tma_gemm(const GemmParams& p, int split_k, cudaStream_t stream) {
+  using C = TmaTile<T, BM, BN, STAGES, GATE_UP, MINB>;
+  static const cudaError_t attr = cudaFuncSetAttribute(
+      &tma_gemm_kernel<T, BM, BN, STAGES, GATE_UP, MINB>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes));
+  if (attr != cudaSuccess) return attr;
+  return launch_tma_kernel(&tma_gemm_kernel<T, BM, BN, STAGES, GATE_UP, MINB>, p, split_k,
+                           std::is_same<T, __nv_bfloat16>::value, GATE_UP, BM, C::kBoxRowsB,
+                           C::kThreads, C::kSmemBytes, stream);
+}
+
+template <typename T, int BT, int MW, int STAGES, bool GATE_UP>
+cudaError_t launch_tma_swap(const GemmParams& p, int split_k, cudaStream_t stream) {
+  using C = SwapTile<T, BT, MW, STAGES, GATE_UP>;
+  static const cudaError_t attr = cudaFuncSetAttribute(
+      &tma_swap_kernel<T, BT, MW, STAGES, GATE_UP>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes));
+  if (attr != cudaSuccess) return attr;
+  return launch_tma_kernel(&tma_swap_kernel<T, BT, MW, STAGES, GATE_UP>, p, split_k,
+                           std::is_same<T, __nv_bfloat16>::value, GATE_UP, BT, C::kBoxRowsW,
+                           C::kThreads, C::kSmemBytes, stream);
+}
+
+}  // namespace moe::kernels
