@@ -100,19 +100,24 @@ TileChoice choose_hopper(const Tables& t, double per_expert, int64_t active, int
     const int cols = wide_hidden && c.block_m == 16 ? 128 : 64;
     const int64_t tiles = std::max<int64_t>(active, ceil_div(int64_t(per_expert * num_local), c.block_m));
     c.down_split_k = pick_split(tiles * ceil_div(hidden, cols), inter, 64, sm_count);
-  } else if (per_expert <= 40 && inter >= 512) {
-    c.block_m = 32;
-    c.gate_up_cfg = find(t.gate_up, "swap_t32n64");
-    c.down_cfg = find(t.down, "swap_t32n128");
-  } else if (per_expert <= 40) {
+  } else if (inter < 512 && per_expert <= 96) {
     c.block_m = 64;  // a narrow intermediate (DeepSeek-V3 TP8): few N tiles for the swap rows
     c.gate_up_cfg = find(t.gate_up, "wg_m64n64");
     c.down_cfg = find(t.down, hidden > 4096 ? "wg_m64n128s3" : "wg_m64n128");
+  } else if (per_expert <= 24 || (few_experts && per_expert <= 40)) {
+    c.block_m = 32;
+    c.gate_up_cfg = find(t.gate_up, "swap_t32n64");
+    c.down_cfg = find(t.down, "swap_t32n128");
+  } else if (per_expert <= 96 && !few_experts) {
+    c.block_m = 64;  // two CTAs per SM: one's epilogue overlaps the other's main loop
+    c.gate_up_cfg = find(t.gate_up, "tma_m64n64");
+    c.down_cfg = find(t.down, hidden > 2048 ? "tma_m64n256" : "tma_m64n128");
   } else {
     c.block_m = 128;
-    const bool n128 = inter <= 256 || (few_experts && per_expert <= 512);
-    c.gate_up_cfg = find(t.gate_up, n128 ? "tma_m128n128" : "tma_m128n64");
-    c.down_cfg = find(t.down, "tma_m128n256");
+    const bool short_k = inter <= 768;  // down's K: two CTAs per SM pay off
+    const bool n128 = short_k || (few_experts && per_expert <= 512);
+    c.gate_up_cfg = find(t.gate_up, n128 ? "tma_m128n128" : "tma_m128n64s3");
+    c.down_cfg = find(t.down, short_k ? "tma_m128n128s3" : "tma_m128n256");
   }
   return c;
 }

@@ -149,6 +149,9 @@ const TileConfig kSwapDownConfigs[] = {
     MOE_SWAP_ROW("swap_t16n64", 16, 1, 10, false),
     MOE_SWAP_ROW("swap_t16n128", 16, 2, 6, false),
     MOE_SWAP_ROW("swap_t32n128", 32, 2, 5, false),
+    // Four stages: enough for a short K (DeepSeek-V3 TP8's I = 256), three to five CTAs per SM.
+    MOE_SWAP_ROW("swap_t16n64s4", 16, 1, 4, false),
+    MOE_SWAP_ROW("swap_t16n128s4", 16, 2, 4, false),
 };
 const int kSwapDownConfigCount = sizeof(kSwapDownConfigs) / sizeof(kSwapDownConfigs[0]);
 
