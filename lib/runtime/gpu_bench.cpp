@@ -285,6 +285,15 @@ bool sweep_row_selected(const BenchOptions& o, const char* name) {
   return false;
 }
 
+// The first row of the table (gate-up or down) with this block height that the device runs.
+int first_row(int count, kernels::GemmConfigInfo (*row)(int), int block_m, bool wgmma) {
+  for (int i = 0; i < count; ++i) {
+    const kernels::GemmConfigInfo c = row(i);
+    if (c.block_m == block_m && (!c.wgmma || wgmma)) return i;
+  }
+  return -1;
+}
+
 std::vector<int> candidate_block_m(double per_expert) {
   std::vector<int> out;
   for (int bm : {8, 16, 32, 64, 128})
@@ -482,15 +491,10 @@ BenchReport run_bench(const BenchOptions& opts) {
                                                          rep.wgmma);
         if (base.block_m != bm) {  // the first rows of that height, to sweep from
           base.block_m = bm;
-          base.gate_up_cfg = base.down_cfg = -1;
-          for (int g = 0; g < kernels::gate_up_config_count() && base.gate_up_cfg < 0; ++g) {
-            const auto gi = kernels::gate_up_config(g);
-            if (gi.block_m == bm && (!gi.wgmma || rep.wgmma)) base.gate_up_cfg = g;
-          }
-          for (int d = 0; d < kernels::down_config_count() && base.down_cfg < 0; ++d) {
-            const auto di = kernels::down_config(d);
-            if (di.block_m == bm && (!di.wgmma || rep.wgmma)) base.down_cfg = d;
-          }
+          base.gate_up_cfg = first_row(kernels::gate_up_config_count(), kernels::gate_up_config, bm,
+                                       rep.wgmma);
+          base.down_cfg = first_row(kernels::down_config_count(), kernels::down_config, bm,
+                                    rep.wgmma);
           if (base.gate_up_cfg < 0 || base.down_cfg < 0) continue;
           base.down_split_k = 1;
         }
