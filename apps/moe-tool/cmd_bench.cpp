@@ -18,7 +18,7 @@ struct Args {
   std::string source, shape, dtype = "bf16", tokens = "1,16,64,256,1024,4096";
   int experts = 0, top_k = 0, hidden = 0, inter = 0, layer = -1, rank = 0, weight_sets = 3;
   int check_max_tokens = 256;
-  bool sweep = false, json = false, quiet = false;
+  bool sweep = false, breakdown = false, json = false, quiet = false;
   std::vector<std::string> sweep_rows;
   std::string gpus;  // --gpus N|all|env: per-rank kernels and the NCCL all-reduce
   double nccl_timeout = 300;
@@ -60,6 +60,9 @@ void print_table(const moe::BenchReport& r) {
     std::printf("%7d %10.1f %6.1f%% %8.1f %8.0f %10.1f %7.2f %8d  %-16s %-16s %5d %9s\n", c.tokens,
                 c.us, 100 * c.us_spread, c.tflops, c.weight_gbs, c.floor_us, c.x_floor,
                 c.experts_touched, c.gate_up_cfg.c_str(), c.down_cfg.c_str(), c.split_k, check);
+    if (c.gate_up_us > 0)
+      std::printf("        alone: align %.1f us, gate-up %.1f us (%.0f TFLOP/s), down %.1f us (%.0f TFLOP/s)\n",
+                  c.align_us, c.gate_up_us, c.gate_up_tflops, c.down_us, c.down_tflops);
     if (!c.sweep.empty()) {
       const moe::BenchSweepEntry* best = &c.sweep.front();
       for (const auto& s : c.sweep)
@@ -114,6 +117,8 @@ static moe::cli::Registrar reg(70, [](CLI::App& app) {
                   "Compare with the naive kernel up to this many tokens")
       ->capture_default_str();
   sub->add_flag("--sweep", a->sweep, "Also time every tile configuration (tuning)");
+  sub->add_flag("--breakdown", a->breakdown,
+                "Also time the alignment, gate-up and down launches, each alone");
   sub->add_option("--sweep-rows", a->sweep_rows,
                   "With --sweep: only rows whose name starts with one of these prefixes")
       ->delimiter(',');
@@ -145,6 +150,7 @@ static moe::cli::Registrar reg(70, [](CLI::App& app) {
     o.weight_sets = a->weight_sets;
     o.sweep = a->sweep;
     o.sweep_rows = a->sweep_rows;
+    o.breakdown = a->breakdown;
     o.check_max_tokens = a->check_max_tokens;
     o.quiet = a->quiet || a->json;
     if (!a->gpus.empty()) {

@@ -58,6 +58,10 @@ nlohmann::json bench_to_json(const BenchReport& r) {
                          {"x_floor", c.x_floor},        {"experts_touched", c.experts_touched},
                          {"bytes_touched", c.bytes_touched}, {"gate_up_cfg", c.gate_up_cfg},
                          {"down_cfg", c.down_cfg},      {"split_k", c.split_k}};
+    if (c.gate_up_us > 0)
+      jc["breakdown"] = {{"align_us", c.align_us},         {"gate_up_us", c.gate_up_us},
+                         {"down_us", c.down_us},           {"gate_up_tflops", c.gate_up_tflops},
+                         {"down_tflops", c.down_tflops}};
     if (c.check_rel_l2 >= 0) jc["check"] = {{"rel_l2", c.check_rel_l2}, {"max_abs", c.check_max_abs}};
     if (!c.sweep.empty()) {
       jc["sweep"] = nlohmann::json::array();
@@ -402,9 +406,11 @@ BenchReport run_bench(const BenchOptions& opts) {
     in.out = out.as<float>();
     in.ldo = w0.hidden;
 
-    auto call = [&](cudaStream_t st, int i, const kernels::TileChoice& tc) {
-      cuda_check(cudaMemsetAsync(out.data(), 0, size_t(T) * w0.hidden * 4, st), "zero output");
-      run_routed_experts(sets[size_t(i) % sets.size()].experts, table, in, ws, st, &tc);
+    auto call = [&](cudaStream_t st, int i, const kernels::TileChoice& tc,
+                    unsigned stages = kStageAll) {
+      if (stages == kStageAll)
+        cuda_check(cudaMemsetAsync(out.data(), 0, size_t(T) * w0.hidden * 4, st), "zero output");
+      run_routed_experts(sets[size_t(i) % sets.size()].experts, table, in, ws, st, &tc, stages);
     };
     const kernels::TileChoice tc = default_tiles(w0, T, K);
     // Untimed run with set 0: sizes the workspace (nothing allocates inside the graph), gives
@@ -480,6 +486,17 @@ BenchReport run_bench(const BenchOptions& opts) {
       cell.floor_us = std::max(cell.bytes_touched / (rep.hbm_gbs * 1e9),
                                flops / (rep.tensor_tflops * 1e12)) * 1e6;
       cell.x_floor = cell.us / cell.floor_us;
+    }
+    if (opts.breakdown) {  // the workspace holds this cell's alignment from the calls above
+      auto stage_us = [&](unsigned st) {
+        return time_graph([&](cudaStream_t s2, int i) { call(s2, i, tc, st); }, s).us;
+      };
+      cell.align_us = stage_us(kStageAlign);
+      cell.gate_up_us = stage_us(kStageGateUp);
+      cell.down_us = stage_us(kStageDown);
+      cell.gate_up_tflops = flops * 2.0 / 3.0 / (cell.gate_up_us * 1e-6) / 1e12;
+      cell.down_tflops = flops / 3.0 / (cell.down_us * 1e-6) / 1e12;
+      call(s, 0, tc);  // leave a whole call's output behind
     }
 
     if (opts.sweep) {

@@ -277,7 +277,7 @@ void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::Til
                  int top_k, const int32_t* sorted, const int32_t* tile_expert,
                  const int32_t* num_tiles, int max_tiles, DeviceBuffer& act,
                  DeviceBuffer& x_sorted, const float* input_weights,
-                 const float* slot_weights, cudaStream_t stream) {
+                 const float* slot_weights, cudaStream_t stream, unsigned stages = kStageAll) {
   MOE_ASSERT(tc.gate_up_cfg >= 0 && tc.down_cfg >= 0);  // choose_tiles found its rows
   MOE_CHECK(kernels::gate_up_config(tc.gate_up_cfg).block_m == tc.block_m &&
                 kernels::down_config(tc.down_cfg).block_m == tc.block_m,
@@ -308,8 +308,9 @@ void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::Til
     x_sorted.ensure(size_t(max_tiles) * tc.block_m * w.hidden_ld * 2);
     ga.x_sorted = x_sorted.data();
   }
-  check_launch(kernels::launch_gate_up(ga, tc.gate_up_cfg, stream),
-               (std::string("gate-up GEMM ") + kernels::gate_up_config(tc.gate_up_cfg).name).c_str());
+  if (stages & kStageGateUp)
+    check_launch(kernels::launch_gate_up(ga, tc.gate_up_cfg, stream),
+                 (std::string("gate-up GEMM ") + kernels::gate_up_config(tc.gate_up_cfg).name).c_str());
   kernels::DownArgs da;
   da.dtype = w.dtype;
   da.act = act.data();
@@ -328,14 +329,16 @@ void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::Til
   da.ldo = in.ldo;
   da.split_k = tc.down_split_k;
   da.num_experts = w.num_local;
-  check_launch(kernels::launch_down(da, tc.down_cfg, stream),
-               (std::string("down GEMM ") + kernels::down_config(tc.down_cfg).name).c_str());
+  if (stages & kStageDown)
+    check_launch(kernels::launch_down(da, tc.down_cfg, stream),
+                 (std::string("down GEMM ") + kernels::down_config(tc.down_cfg).name).c_str());
 }
 
 }  // namespace
 
 void run_routed_experts(const GpuExperts& w, const GpuRouteTable& table, const ExpertInputs& in,
-                        MoeWorkspace& ws, cudaStream_t stream, const kernels::TileChoice* tiles) {
+                        MoeWorkspace& ws, cudaStream_t stream, const kernels::TileChoice* tiles,
+                        unsigned stages) {
   if (w.num_local == 0 || in.tokens == 0) return;
   MOE_ASSERT(in.ldx >= w.hidden_ld && in.ldo >= w.hidden);
   const kernels::TileChoice tc = tiles ? *tiles : default_tiles(w, in.tokens, in.top_k);
@@ -349,12 +352,13 @@ void run_routed_experts(const GpuExperts& w, const GpuRouteTable& table, const E
   kernels::AlignBuffers ab{ws.slot_expert.as<int32_t>(), ws.counts.as<int32_t>(),
                            ws.sorted_slots.as<int32_t>(), ws.tile_expert.as<int32_t>(),
                            ws.num_tiles.as<int32_t>()};
-  check_launch(kernels::launch_align(in.topk_ids, table.view(), in.tokens, in.top_k, w.num_local,
-                                     tc.block_m, ab, stream),
-               "expert alignment kernels");
+  if (stages & kStageAlign)
+    check_launch(kernels::launch_align(in.topk_ids, table.view(), in.tokens, in.top_k,
+                                       w.num_local, tc.block_m, ab, stream),
+                 "expert alignment kernels");
   run_grouped(w, in, tc, in.top_k, ab.sorted_slots, ab.tile_expert, ab.num_tiles, max_tiles,
               ws.act, ws.x_sorted, in.weight_on_input ? in.topk_weights : nullptr,
-              in.weight_on_input ? nullptr : in.topk_weights, stream);
+              in.weight_on_input ? nullptr : in.topk_weights, stream, stages);
 }
 
 void run_shared_expert(const GpuExperts& w, const ExpertInputs& in, const float* gate,

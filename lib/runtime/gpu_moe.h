@@ -90,10 +90,15 @@ void run_routing(const GpuRouter& router, const RoutingSpec& spec, const float* 
 // Tile choice for the routed forward (kernels::choose_tiles with this device's SM count).
 kernels::TileChoice default_tiles(const GpuExperts& w, int tokens, int top_k);
 
+// The launches of run_routed_experts, as bits: the alignment, the gate-up GEMM (with the
+// gather of x where its row reads sorted x) and the down GEMM. A subset re-runs those launches
+// on the workspace an earlier whole call left (bench --breakdown times them one by one).
+enum MoeStage : unsigned { kStageAlign = 1, kStageGateUp = 2, kStageDown = 4, kStageAll = 7 };
+
 // Adds this rank's routed-expert output to in.out. `tiles` overrides the choice (bench sweeps).
 void run_routed_experts(const GpuExperts& w, const GpuRouteTable& table, const ExpertInputs& in,
                         MoeWorkspace& ws, cudaStream_t stream,
-                        const kernels::TileChoice* tiles = nullptr);
+                        const kernels::TileChoice* tiles = nullptr, unsigned stages = kStageAll);
 // Adds gate[t] * shared(x[t]) (gate null: weight 1) to in.out; in.topk_* are ignored.
 void run_shared_expert(const GpuExperts& w, const ExpertInputs& in, const float* gate,
                        MoeWorkspace& ws, cudaStream_t stream);

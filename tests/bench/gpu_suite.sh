@@ -3,7 +3,8 @@
 # the GPU tests, compute-sanitizer (memcheck + racecheck), `run --device cuda` on every family
 # fixture and a spread of plans, and the benchmarks. Logs go to $OUT (default /tmp/moe-gpu-out).
 # Usage: bash tests/bench/gpu_suite.sh [STAGES]   STAGES: comma list of
-#        build,tests,sanitize,fixtures,bench,peer,sweep,profile,multi (default: all but sweep)
+#        build,tests,sanitize,fixtures,bench,peer,sweep,breakdown,profile,multi
+#        (default: all but sweep, breakdown and profile)
 # For a short lease, narrow it (each defaults to the whole suite):
 #   MOE_GPU_TARGETS="moe-tool test_gpu_kernels"  ninja targets to build (default: all)
 #   MOE_GPU_CTEST="-L gpu -E multi"               ctest selection (default: -LE fuzz)
@@ -12,6 +13,8 @@
 #   MOE_SWEEP_SHAPES="mixtral"                     sweep shapes (default: MOE_BENCH_SHAPES or all four)
 #   MOE_SWEEP_TIMEOUT=120                          seconds per sweep shape (default 240)
 #   MOE_SWEEP_ROWS="swap_,tma_"                    sweep only rows with these name prefixes
+#   MOE_BREAKDOWN_TOKENS=1024,4096                 token counts of the breakdown stage
+#   MOE_PROFILE_CELLS="qwen3-30b:4096 mixtral:4096" Nsight Compute cells (shape:tokens)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/moe-gpu-out}
@@ -85,12 +88,20 @@ if has sweep; then
     cp "$out/sweep-$shape.log" "$out/sweep-$shape.json"
   done
 fi
-if has profile; then  # Nsight Compute on the GEMM kernels of two cells (what limits them)
-  for cell in "gpt-oss-120b 64" "mixtral 4096" "qwen3-30b 1024"; do
-    set -- $cell
-    step "ncu-$1-$2" 200 ncu --kernel-name regex:"gemm_kernel" --launch-skip 4 --launch-count 2 \
+if has breakdown; then  # each launch alone: where a cell's time goes
+  for shape in ${MOE_BENCH_SHAPES:-mixtral qwen3-30b deepseek-v3-tp8 gpt-oss-120b}; do
+    step "breakdown-$shape" 150 $tool bench --shape $shape --tokens ${MOE_BREAKDOWN_TOKENS:-1,16,64,256,1024,4096} --breakdown --quiet
+    cat "$out/breakdown-$shape.log" >>"$out/summary.txt"
+  done
+fi
+if has profile; then  # Nsight Compute on the GEMM kernels of a few cells (what limits them)
+  for cell in ${MOE_PROFILE_CELLS:-gpt-oss-120b:64 mixtral:4096 qwen3-30b:1024}; do
+    shape=${cell%%:*} tokens=${cell##*:}
+    step "ncu-$shape-$tokens" 200 ncu --clock-control none --kernel-name regex:"gemm_kernel|swap_kernel|ping_kernel" \
+      --launch-skip 2 --launch-count 2 \
       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
-      --section MemoryWorkloadAnalysis $tool bench --shape $1 --tokens $2 --weight-sets 1 --quiet
+      --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+      $tool bench --shape $shape --tokens $tokens --weight-sets 1 --quiet
   done
 fi
 if has multi && [ -x $build/tests/test_multi_gpu ]; then
