@@ -23,6 +23,8 @@ const Tables& tables() {
     r.down.insert(r.down.end(), kWgmmaDownConfigs, kWgmmaDownConfigs + kWgmmaDownConfigCount);
     r.gate_up.insert(r.gate_up.end(), kTmaGateUpConfigs, kTmaGateUpConfigs + kTmaGateUpConfigCount);
     r.down.insert(r.down.end(), kTmaDownConfigs, kTmaDownConfigs + kTmaDownConfigCount);
+    r.gate_up.insert(r.gate_up.end(), kPingGateUpConfigs, kPingGateUpConfigs + kPingGateUpConfigCount);
+    r.down.insert(r.down.end(), kPingDownConfigs, kPingDownConfigs + kPingDownConfigCount);
     r.gate_up.insert(r.gate_up.end(), kSwapGateUpConfigs,
                      kSwapGateUpConfigs + kSwapGateUpConfigCount);
     r.down.insert(r.down.end(), kSwapDownConfigs, kSwapDownConfigs + kSwapDownConfigCount);
@@ -88,18 +90,19 @@ namespace {
 // for the four perf-anchors.md shapes (docs/perf.md, "tile choice"). Few slots per expert: the
 // swapped-operand TMA rows (weights as wgmma's M), token tiles of 8, 16 or 32; more: the TMA
 // warp-specialized rows with 128-row tiles. Down tiles of 128 columns for a wide hidden size.
-TileChoice choose_hopper(const Tables& t, double per_expert, int64_t active, int num_local,
-                         int inter, int hidden, int sm_count) {
+TileChoice choose_hopper(const Tables& t, int slots, int64_t active, int num_local, int inter,
+                         int hidden, int sm_count) {
+  const double per_expert = double(slots) / std::max(1, num_local);
   const bool few_experts = num_local <= 16;
   const bool wide_hidden = hidden >= 6144;
   TileChoice c;
   if (per_expert <= 12) {
     c.block_m = per_expert <= 4 && !wide_hidden ? 8 : 16;
     c.gate_up_cfg = find(t.gate_up, c.block_m == 8 ? "swap_t8n64" : "swap_t16n64");
-    c.down_cfg = find(t.down, c.block_m == 8 ? "swap_t8n64" : (wide_hidden ? "swap_t16n128" : "swap_t16n64"));
-    const int cols = wide_hidden && c.block_m == 16 ? 128 : 64;
-    const int64_t tiles = std::max<int64_t>(active, ceil_div(int64_t(per_expert * num_local), c.block_m));
-    c.down_split_k = pick_split(tiles * ceil_div(hidden, cols), inter, 64, sm_count);
+    // A wide hidden size (DeepSeek-V3 TP8) has a short down K: four stages, more CTAs per SM.
+    c.down_cfg = find(t.down, c.block_m == 8 ? "swap_t8n64" : (wide_hidden ? "swap_t16n64s4" : "swap_t16n64"));
+    const int64_t tiles = std::max<int64_t>(active, ceil_div(slots, c.block_m));
+    c.down_split_k = pick_split(tiles * ceil_div(hidden, 64), inter, 64, sm_count);
   } else if (inter < 512 && per_expert <= 96) {
     c.block_m = 64;  // a narrow intermediate (DeepSeek-V3 TP8): few N tiles for the swap rows
     c.gate_up_cfg = find(t.gate_up, "wg_m64n64");
@@ -133,7 +136,7 @@ TileChoice choose_tiles(int slots, int num_local, int inter, int hidden, int sm_
   const int64_t active = std::max(1, std::min(num_local, slots));
   TileChoice c;
   if (wgmma) {
-    c = choose_hopper(t, per_expert, active, num_local, inter, hidden, sm_count);
+    c = choose_hopper(t, slots, active, num_local, inter, hidden, sm_count);
   } else if (per_expert <= 16) {
     // Weight-bandwidth bound: 16-row tiles, as many loads in flight as the SM holds.
     c.block_m = 16;

@@ -55,13 +55,32 @@ cudaError_t make_gemm_maps(const GemmParams& p, bool bf16, bool gate_up, int spl
   return make_tile_map(map_w, bf16, p.b, p.k, p.n, halves, p.ldb, int64_t(p.n) * p.ldb, rows_w);
 }
 
+namespace {
+int g_persistent_ctas = 0;  // set_persistent_ctas: 0 = one per SM
+int sm_count_of_device() {
+  int dev = 0, n = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    n = 0;
+  cudaGetLastError();
+  return std::max(1, n);
+}
+}  // namespace
+
+void set_persistent_ctas(int ctas) { g_persistent_ctas = std::max(0, ctas); }
+
 cudaError_t launch_tma_kernel(TmaKernelFn kernel, const GemmParams& p, int split_k, bool bf16,
                               bool gate_up, int rows_a, int rows_w, int threads, size_t smem,
-                              cudaStream_t stream) {
+                              cudaStream_t stream, bool persistent) {
   CUtensorMap map_a, map_w;
   cudaError_t e = make_gemm_maps(p, bf16, gate_up, split_k, rows_a, rows_w, &map_a, &map_w);
   if (e != cudaSuccess) return e;
-  const dim3 grid(unsigned(p.max_tiles) * unsigned(p.n_tiles), unsigned(split_k));
+  dim3 grid(unsigned(p.max_tiles) * unsigned(p.n_tiles), unsigned(split_k));
+  if (persistent) {
+    const int64_t units = int64_t(p.max_tiles) * p.n_tiles * split_k;
+    const int ctas = g_persistent_ctas > 0 ? g_persistent_ctas : sm_count_of_device();
+    grid = dim3(unsigned(std::min<int64_t>(units, ctas)), 1);
+  }
   return launch_dependent(kernel, grid, dim3(unsigned(threads)), smem, stream, p, map_a, map_w);
 }
 
@@ -130,6 +149,25 @@ const TileConfig kTmaDownConfigs[] = {
 };
 const int kTmaDownConfigCount = sizeof(kTmaDownConfigs) / sizeof(kTmaDownConfigs[0]);
 
+#define MOE_PING_ROW(NAME, BN, S, GU)                                                       \
+  TileConfig {                                                                            \
+    NAME, 64, (GU) ? (BN) / 2 : (BN), 64, true, &launch_tma_ping<__nv_bfloat16, BN, S, GU>, \
+        &launch_tma_ping<__half, BN, S, GU>, (GU)                                         \
+  }
+
+// Persistent ping-pong rows (64-row tiles, a warpgroup each; tma_p64n<output cols>).
+const TileConfig kPingGateUpConfigs[] = {
+    MOE_PING_ROW("tma_p64n128", 256, 5, true),
+    MOE_PING_ROW("tma_p64n64", 128, 8, true),
+};
+const int kPingGateUpConfigCount = sizeof(kPingGateUpConfigs) / sizeof(kPingGateUpConfigs[0]);
+
+const TileConfig kPingDownConfigs[] = {
+    MOE_PING_ROW("tma_p64n256", 256, 5, false),
+    MOE_PING_ROW("tma_p64n128", 128, 8, false),
+};
+const int kPingDownConfigCount = sizeof(kPingDownConfigs) / sizeof(kPingDownConfigs[0]);
+
 #define MOE_SWAP_ROW(NAME, BT, MW, S, GU)                                                   \
   TileConfig {                                                                            \
     NAME, BT, (GU) ? 64 : (MW) * 64, 64, true, &launch_tma_swap<__nv_bfloat16, BT, MW, S, GU>, \
@@ -156,6 +194,7 @@ const TileConfig kSwapDownConfigs[] = {
 const int kSwapDownConfigCount = sizeof(kSwapDownConfigs) / sizeof(kSwapDownConfigs[0]);
 
 #undef MOE_SWAP_ROW
+#undef MOE_PING_ROW
 #undef MOE_TMA_ROW
 
 }  // namespace moe::kernels

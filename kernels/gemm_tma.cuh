@@ -211,6 +211,168 @@ __global__ void __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB>::kTh
 }
 
 
+// ---- persistent ping-pong rows, for many tokens per expert ------------------------------------
+// One CTA per SM walks the tiles blockIdx.x, blockIdx.x + gridDim.x, ... Its two consumer
+// warpgroups take the tiles in turn, each a whole 64 x BN tile (m64nBNk16), so one warpgroup's
+// epilogue runs while the other's main loop keeps the tensor cores busy, and the 64-row tiles
+// pad each expert's slots to 64 instead of 128. One producer thread streams the K tiles of
+// every tile of the CTA, in order, through one ring. A warpgroup starts its main loop only once
+// the other has issued its last one (named barriers 1 and 2): the ring's mbarriers tell only
+// two phases apart, so no consumer may wait more than one lap ahead of the ring.
+__device__ __forceinline__ void named_bar_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_bar_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// The tile `u` of a persistent walk: u -> (M tile, N tile) by tile_coords over the alignment's
+// tile count, and its K split (u % splits). False for an empty split.
+__device__ __forceinline__ bool tile_work_at(const GemmParams& p, int u, int m_tiles, int splits,
+                                             TileWork& w) {
+  tile_coords(u / splits, m_tiles, p.n_tiles, w.m_tile, w.n_tile);
+  w.split = u % splits;
+  w.k_begin = w.split * p.k_per_split;
+  w.k_end = min(p.k, w.k_begin + p.k_per_split);
+  if (w.k_begin >= w.k_end) return false;
+  w.expert = p.tile_expert[w.m_tile];
+  return true;
+}
+
+template <typename T, int BN, int STAGES, bool GATE_UP>
+struct PingTile {
+  static constexpr int BM = 64, BK = 64;
+  static constexpr int kThreads = 2 * 128 + 32;  // two consumer warpgroups + the producer warp
+  static constexpr int kAcc = BN / 2;
+  static constexpr int kOutCols = GATE_UP ? BN / 2 : BN;
+  static constexpr int kBoxRowsB = GATE_UP ? BN / 2 : BN;
+  static constexpr int kABytes = BM * 128, kBBytes = BN * 128;
+  static constexpr int kStageBytes = kABytes + kBBytes;
+  static constexpr size_t kSmemBytes = size_t(STAGES) * kStageBytes + 2 * STAGES * 8 + 1024;
+  static_assert(BN == 128 || BN == 256, "B tile of one n128 or n256 instruction");
+  static_assert(STAGES >= 2 && kSmemBytes <= 227 * 1024, "a ring that fits");
+};
+
+template <typename T, int BN, int STAGES, bool GATE_UP>
+__global__ void __maxnreg__(224)
+    tma_ping_kernel(const __grid_constant__ GemmParams p, const __grid_constant__ CUtensorMap map_a,
+                    const __grid_constant__ CUtensorMap map_b) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using C = PingTile<T, BN, STAGES, GATE_UP>;
+  extern __shared__ uint8_t smem_raw[];
+  uint32_t base = smem_addr(smem_raw);
+  base += (1024u - (base & 1023u)) & 1023u;
+  const uint32_t full0 = base + STAGES * C::kStageBytes;
+  const uint32_t empty0 = full0 + STAGES * 8;
+  const int tid = threadIdx.x;
+  if (tid == 256) {
+    tma_prefetch(&map_a);
+    tma_prefetch(&map_b);
+    for (int s = 0; s < STAGES; ++s) {
+      mbar_init(full0 + 8 * s, 1);
+      mbar_init(empty0 + 8 * s, 128);  // one warpgroup consumes a stage
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();  // the last block-wide barrier
+  // The alignment's counts are complete: the predecessor allowed this launch after its wait.
+  const int m_tiles = *p.num_tiles;
+  const int splits = (p.k + p.k_per_split - 1) / p.k_per_split;
+  const int units = m_tiles * p.n_tiles * splits;
+  auto k_tiles = [](const TileWork& w) { return (w.k_end - w.k_begin + C::BK - 1) / C::BK; };
+
+  if (tid >= 256) {  // producer warp: one thread issues every copy, tile after tile
+    if (tid != 256) return;
+    int q = 0;  // ring position of the next K tile
+    bool waited = false;
+    for (int u = blockIdx.x; u < units; u += gridDim.x) {
+      TileWork w;
+      if (!tile_work_at(p, u, m_tiles, splits, w)) continue;
+      const int KT = k_tiles(w), col0 = w.n_tile * C::kOutCols;
+      const int half_gate = GATE_UP ? 2 * w.expert + (p.gate_row0 == 0 ? 0 : 1) : w.expert;
+      const int half_up = 2 * w.expert + (p.up_row0 == 0 ? 0 : 1);
+      auto load_b = [&](int kt) {
+        const int s = (q + kt) % STAGES;
+        const uint32_t sb = base + s * C::kStageBytes + C::kABytes, bar = full0 + 8 * s;
+        const int k0 = w.k_begin + kt * C::BK;
+        mbar_arrive_expect_tx(bar, C::kStageBytes);
+        tma_load_3d(sb, &map_b, bar, k0, col0, half_gate);
+        if constexpr (GATE_UP) tma_load_3d(sb + C::kBoxRowsB * 128, &map_b, bar, k0, col0, half_up);
+      };
+      auto load_a = [&](int kt) {
+        const int s = (q + kt) % STAGES;
+        tma_load_2d(base + s * C::kStageBytes, &map_a, full0 + 8 * s, w.k_begin + kt * C::BK,
+                    w.m_tile * C::BM);
+      };
+      int kt = 0;
+      if (!waited) {  // the first stages' weights load while the predecessor finishes
+        const int pre = min(KT, STAGES);
+        for (; kt < pre; ++kt) load_b(kt);
+        grid_dependency_wait();
+        allow_dependents();
+        waited = true;
+        for (int j = 0; j < pre; ++j) load_a(j);
+      }
+      for (; kt < KT; ++kt) {
+        const int pos = q + kt;
+        if (pos >= STAGES) mbar_wait(empty0 + 8 * (pos % STAGES), ((pos / STAGES) - 1) & 1);
+        load_b(kt);
+        load_a(kt);
+      }
+      q += KT;
+    }
+    if (!waited) {
+      grid_dependency_wait();
+      allow_dependents();
+    }
+    return;
+  }
+
+  const int wg = tid / 128, ctid = tid % 128;
+  int q = 0, turn = 0;  // ring position, index of the tile among this CTA's tiles
+  for (int u = blockIdx.x; u < units; u += gridDim.x) {
+    TileWork w;
+    if (!tile_work_at(p, u, m_tiles, splits, w)) continue;
+    const int KT = k_tiles(w);
+    const int mine = turn & 1;
+    if (mine == wg) {
+      // Does this CTA have a later tile (the other warpgroup's, which this one lets start)?
+      bool next = false;
+      for (int v = u + gridDim.x; v < units && !next; v += gridDim.x) {
+        TileWork nw;
+        next = tile_work_at(p, v, m_tiles, splits, nw);
+      }
+      if (turn > 0) named_bar_sync(1 + (turn & 1), 256);  // the other issued its main loop
+      float acc[C::kAcc];
+#pragma unroll
+      for (int i = 0; i < C::kAcc; ++i) acc[i] = 0.0f;
+      for (int kt = 0; kt < KT; ++kt) {
+        const int pos = q + kt, s = pos % STAGES;
+        mbar_wait(full0 + 8 * s, (pos / STAGES) & 1);
+        const uint32_t sa = base + s * C::kStageBytes, sb = sa + C::kABytes;
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk)
+          wgmma_step<T, BN>(acc, sw128_desc(sa + kk * 32), sw128_desc(sb + kk * 32));
+        wgmma_commit();
+        wgmma_wait<1>();
+        if (kt > 0) mbar_arrive(empty0 + 8 * ((pos - 1) % STAGES));
+      }
+      if (next) named_bar_arrive(1 + ((turn + 1) & 1), 256);
+      wgmma_wait<0>();
+      mbar_arrive(empty0 + 8 * ((q + KT - 1) % STAGES));
+#pragma unroll
+      for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
+      wg_epilogue<T, C::BM, BN, GATE_UP>(p, acc, 0, ctid, p.sorted_slots + int64_t(w.m_tile) * C::BM,
+                                          w.m_tile, w.n_tile * C::kOutCols, w.expert, w.split);
+    }
+    q += KT;
+    ++turn;
+  }
+#endif
+}
+
+
 // ---- swapped operands, for few tokens per expert --------------------------------------------
 // With a handful of tokens per expert the GEMMs stream weights and the tensor cores idle, but
 // wgmma's M is at least 64. So the weights are the M operand (64-row blocks) and the tokens the
@@ -440,10 +602,12 @@ cudaError_t make_gemm_maps(const GemmParams& p, bool bf16, bool gate_up, int spl
                            int rows_w, CUtensorMap* map_a, CUtensorMap* map_w);
 
 // Encodes both maps and launches (dependent launch); the caller set the shared-memory limit.
+// persistent: a grid of one CTA per SM (or set_persistent_ctas's limit) over every tile, else
+// one CTA per possible tile and K split.
 using TmaKernelFn = void (*)(GemmParams, CUtensorMap, CUtensorMap);
 cudaError_t launch_tma_kernel(TmaKernelFn kernel, const GemmParams& p, int split_k, bool bf16,
                               bool gate_up, int rows_a, int rows_w, int threads, size_t smem,
-                              cudaStream_t stream);
+                              cudaStream_t stream, bool persistent = false);
 
 template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB = 1>
 cudaError_t launch_tma_gemm(const GemmParams& p, int split_k, cudaStream_t stream) {
@@ -454,6 +618,17 @@ cudaError_t launch_tma_gemm(const GemmParams& p, int split_k, cudaStream_t strea
   return launch_tma_kernel(&tma_gemm_kernel<T, BM, BN, STAGES, GATE_UP, MINB>, p, split_k,
                            std::is_same<T, __nv_bfloat16>::value, GATE_UP, BM, C::kBoxRowsB,
                            C::kThreads, C::kSmemBytes, stream);
+}
+
+template <typename T, int BN, int STAGES, bool GATE_UP>
+cudaError_t launch_tma_ping(const GemmParams& p, int split_k, cudaStream_t stream) {
+  using C = PingTile<T, BN, STAGES, GATE_UP>;
+  static const cudaError_t attr = cudaFuncSetAttribute(
+      &tma_ping_kernel<T, BN, STAGES, GATE_UP>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes));
+  if (attr != cudaSuccess) return attr;
+  return launch_tma_kernel(&tma_ping_kernel<T, BN, STAGES, GATE_UP>, p, split_k,
+                           std::is_same<T, __nv_bfloat16>::value, GATE_UP, C::BM, C::kBoxRowsB,
+                           C::kThreads, C::kSmemBytes, stream, true);
 }
 
 template <typename T, int BT, int MW, int STAGES, bool GATE_UP>

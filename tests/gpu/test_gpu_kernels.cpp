@@ -101,6 +101,23 @@ std::vector<Pair> config_pairs() {
   return out;
 }
 
+// Every gate-up row whose name starts with `prefix` with every down row of that prefix and the
+// same block height (the whole cross product: a handful of rows).
+std::vector<Pair> prefix_pairs(const std::string& prefix) {
+  std::vector<Pair> out;
+  if (!kernels::wgmma_available()) return out;
+  auto named = [&](const kernels::GemmConfigInfo& c) { return std::string(c.name).rfind(prefix, 0) == 0; };
+  for (int g = 0; g < kernels::gate_up_config_count(); ++g) {
+    const auto gi = kernels::gate_up_config(g);
+    if (!named(gi)) continue;
+    for (int d = 0; d < kernels::down_config_count(); ++d) {
+      const auto di = kernels::down_config(d);
+      if (named(di) && di.block_m == gi.block_m) out.push_back({g, d});
+    }
+  }
+  return out;
+}
+
 // Device state of one routed-expert problem.
 struct Problem {
   int tokens = 0, top_k = 0;
@@ -363,8 +380,10 @@ const Variant kVariants[] = {
     {"fp16 silu + biases", ElemType::F16, Activation::SiluAndMul, true, false, false},
 };
 
+// Every tile configuration (config_pairs), or with `prefix` only the rows of that name prefix
+// (prefix_pairs), against the float64 oracle.
 void run_all_configs(const Variant& v, int E, int H, int I, int K, const std::vector<int>& token_counts,
-                     const std::vector<int>& splits, uint64_t seed) {
+                     const std::vector<int>& splits, uint64_t seed, const std::string& prefix = "") {
   CudaStream stream;
   const cudaStream_t s = stream.get();
   std::mt19937_64 rng(seed);
@@ -372,7 +391,7 @@ void run_all_configs(const Variant& v, int E, int H, int I, int K, const std::ve
   const GpuExperts ge = upload(he, s);
   const HostRouteTable table = identity_table(E);
   const GpuRouteTable gt = upload(table, s);
-  const auto pairs = config_pairs();
+  const auto pairs = prefix.empty() ? config_pairs() : prefix_pairs(prefix);
   REQUIRE(!pairs.empty());
   for (int T : token_counts) {
     Problem p = make_problem(rng, he, E, T, K, s);
@@ -457,6 +476,33 @@ TEST_CASE("gpu fused experts, small case for compute-sanitizer", "[gpu][experts]
 TEST_CASE("gpu fused experts with many tokens per expert (large tiles, many M tiles)",
           "[gpu][experts]") {
   run_all_configs(kVariants[0], 3, 264, 136, 2, {700}, {1}, 9);
+}
+
+// The persistent rows launch one CTA per SM, which on these sizes is one tile per CTA; a grid of
+// two or three CTAs makes each walk many tiles, both warpgroups in turn, around the ring many laps.
+struct PersistentCtas {
+  explicit PersistentCtas(int n) { kernels::set_persistent_ctas(n); }
+  ~PersistentCtas() { kernels::set_persistent_ctas(0); }
+};
+
+TEST_CASE("gpu persistent ping-pong rows, each CTA walking many tiles", "[gpu][experts]") {
+  if (!kernels::wgmma_available()) {
+    WARN("no wgmma on this GPU: the tma_p rows do not run");
+    return;
+  }
+  PersistentCtas limit(3);
+  run_all_configs(kVariants[0], 3, 264, 136, 2, {700}, {1, 2}, 11, "tma_p");
+  run_all_configs(kVariants[3], 5, 100, 43, 3, {1, 111}, {1, 3}, 12, "tma_p");
+}
+
+TEST_CASE("gpu persistent ping-pong rows, small case for compute-sanitizer",
+          "[gpu][experts][sanitize]") {
+  if (!kernels::wgmma_available()) {
+    WARN("no wgmma on this GPU: the tma_p rows do not run");
+    return;
+  }
+  PersistentCtas limit(2);
+  run_all_configs(kVariants[1], 5, 100, 43, 3, {111}, {1, 2}, 13, "tma_p");
 }
 
 namespace {
