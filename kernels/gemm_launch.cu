@@ -114,11 +114,13 @@ TileChoice choose_hopper(const Tables& t, int slots, int64_t active, int num_loc
   } else if (per_expert <= 96 && !few_experts) {
     c.block_m = 64;  // two CTAs per SM: one's epilogue overlaps the other's main loop
     c.gate_up_cfg = find(t.gate_up, "tma_m64n64");
-    c.down_cfg = find(t.down, hidden > 2048 ? "tma_m64n256" : "tma_m64n128");
+    c.down_cfg = find(t.down, "tma_m64n128");
   } else {
     c.block_m = 128;
     const bool short_k = inter <= 768;  // down's K: two CTAs per SM pay off
-    const bool n128 = short_k || (few_experts && per_expert <= 512);
+    // Gate-up tiles of 128 activation columns only where the GEMM has few N tiles (a narrow
+    // intermediate) or few experts; else 64 columns, two CTAs per SM.
+    const bool n128 = inter < 512 || (few_experts && per_expert <= 512);
     c.gate_up_cfg = find(t.gate_up, n128 ? "tma_m128n128" : "tma_m128n64s3");
     c.down_cfg = find(t.down, short_k ? "tma_m128n128s3" : "tma_m128n256");
   }

@@ -225,6 +225,15 @@ __device__ __forceinline__ void named_bar_sync(int id, int threads) {
 __device__ __forceinline__ void named_bar_arrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
+// Register reallocation between warpgroups (whole warpgroups execute it, sm_90a).
+template <int N>
+__device__ __forceinline__ void warpgroup_regs_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N>
+__device__ __forceinline__ void warpgroup_regs_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+}
 
 // The tile `u` of a persistent walk: u -> (M tile, N tile) by tile_coords over the alignment's
 // tile count, and its K split (u % splits). False for an empty split.
@@ -242,7 +251,11 @@ __device__ __forceinline__ bool tile_work_at(const GemmParams& p, int u, int m_t
 template <typename T, int BN, int STAGES, bool GATE_UP>
 struct PingTile {
   static constexpr int BM = 64, BK = 64;
-  static constexpr int kThreads = 2 * 128 + 32;  // two consumer warpgroups + the producer warp
+  // Two consumer warpgroups + a producer warpgroup: the register file is split per SM quarter,
+  // so 9 warps would cap every thread at 168 registers; with a whole producer warpgroup,
+  // setmaxnreg moves its registers to the consumers (40 + 2 x 232 per thread, 64512 in all).
+  static constexpr int kThreads = 3 * 128;
+  static constexpr int kProducerRegs = 40, kConsumerRegs = 232;
   static constexpr int kAcc = BN / 2;
   static constexpr int kOutCols = GATE_UP ? BN / 2 : BN;
   static constexpr int kBoxRowsB = GATE_UP ? BN / 2 : BN;
@@ -254,7 +267,7 @@ struct PingTile {
 };
 
 template <typename T, int BN, int STAGES, bool GATE_UP>
-__global__ void __maxnreg__(224)
+__global__ void __launch_bounds__(384, 1)
     tma_ping_kernel(const __grid_constant__ GemmParams p, const __grid_constant__ CUtensorMap map_a,
                     const __grid_constant__ CUtensorMap map_b) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -281,7 +294,8 @@ __global__ void __maxnreg__(224)
   const int units = m_tiles * p.n_tiles * splits;
   auto k_tiles = [](const TileWork& w) { return (w.k_end - w.k_begin + C::BK - 1) / C::BK; };
 
-  if (tid >= 256) {  // producer warp: one thread issues every copy, tile after tile
+  if (tid >= 256) {  // producer warpgroup: one thread issues every copy, tile after tile
+    warpgroup_regs_dec<C::kProducerRegs>();
     if (tid != 256) return;
     int q = 0;  // ring position of the next K tile
     bool waited = false;
@@ -328,6 +342,7 @@ __global__ void __maxnreg__(224)
     return;
   }
 
+  warpgroup_regs_inc<C::kConsumerRegs>();
   const int wg = tid / 128, ctid = tid % 128;
   int q = 0, turn = 0;  // ring position, index of the tile among this CTA's tiles
   for (int u = blockIdx.x; u < units; u += gridDim.x) {

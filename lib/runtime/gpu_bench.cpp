@@ -502,10 +502,15 @@ BenchReport run_bench(const BenchOptions& opts) {
     if (opts.sweep) {
       // Two stages per block height: best gate-up with the default down, then best down/split.
       const double per_expert = double(T) * K / std::max(1, w0.num_local);
-      for (int bm : candidate_block_m(per_expert)) {
-        kernels::TileChoice base = kernels::choose_tiles(bm * w0.num_local, w0.num_local,
-                                                         w0.inter_ld, w0.hidden, info.sm_count,
-                                                         rep.wgmma);
+      std::vector<int> heights = candidate_block_m(per_expert);
+      if (std::find(heights.begin(), heights.end(), tc.block_m) == heights.end())
+        heights.push_back(tc.block_m);
+      for (int bm : heights) {
+        // From the cell's own choice where it has this height, so the sweep times it too.
+        kernels::TileChoice base =
+            tc.block_m == bm ? tc
+                             : kernels::choose_tiles(bm * w0.num_local, w0.num_local, w0.inter_ld,
+                                                     w0.hidden, info.sm_count, rep.wgmma);
         if (base.block_m != bm) {  // the first rows of that height, to sweep from
           base.block_m = bm;
           base.gate_up_cfg = first_row(kernels::gate_up_config_count(), kernels::gate_up_config, bm,

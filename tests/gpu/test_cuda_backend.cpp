@@ -4,6 +4,7 @@
 // token counts. Without a GPU it checks the backend's error and exits 77 (skipped).
 #include <catch2/catch.hpp>
 #include <cstdio>
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -11,6 +12,7 @@
 #include "model/synthetic.h"
 #include "reference/run_report.h"
 #include "runtime/backend.h"
+#include "runtime/gpu_bench.h"
 #include "runtime/device_info.h"
 #include "shard/convert.h"
 #include "support/temp_dir.h"
@@ -177,4 +179,47 @@ TEST_CASE("cuda backend refuses float32 expert weights with a clear error", "[gp
     CHECK(e.code() == ErrorCode::DTypeMismatch);
     CHECK(std::string(e.what()).find("bf16/fp16") != std::string::npos);
   }
+}
+
+TEST_CASE("bench on a synthetic shape: timings, floor, the naive check, breakdown and sweep",
+          "[gpu][bench]") {
+  BenchOptions b;
+  b.shape = {"small", 8, 2, 256, 128};
+  b.tokens = {1, 40};
+  b.weight_sets = 2;
+  b.measure_ceilings = true;
+  b.breakdown = true;
+  b.sweep = true;
+  b.quiet = true;
+  const BenchReport r = run_bench(b);
+  CHECK(r.hbm_gbs > 100);
+  CHECK(r.tensor_tflops > 1);
+  REQUIRE(r.cells.size() == 2);
+  for (const BenchCell& c : r.cells) {
+    INFO(c.tokens << " tokens: " << c.us << " us, alone " << c.align_us << " / " << c.gate_up_us
+                  << " / " << c.down_us);
+    CHECK(c.us > 0);
+    CHECK(c.floor_us > 0);
+    CHECK(c.x_floor == Approx(c.us / c.floor_us));
+    CHECK(c.experts_touched == std::min(8, c.tokens * 2));
+    CHECK(c.check_rel_l2 >= 0);  // compared with the naive kernel (tokens <= 256)
+    CHECK(c.check_rel_l2 < 1e-2);  // bench's own tolerance (cmd_bench.cpp)
+    // Each stage alone is part of the call: positive, shorter than the whole three together.
+    CHECK(c.align_us > 0);
+    CHECK(c.gate_up_us > 0);
+    CHECK(c.down_us > 0);
+    CHECK(c.align_us < c.us);
+    CHECK(c.gate_up_us < c.us);
+    CHECK(c.down_us < c.us);
+    CHECK(c.align_us + c.gate_up_us + c.down_us > 0.5 * c.us);
+    REQUIRE(!c.sweep.empty());
+    bool chosen_timed = false;
+    for (const BenchSweepEntry& s : c.sweep) {
+      CHECK(s.us > 0);
+      chosen_timed |= s.gate_up == c.gate_up_cfg && s.down == c.down_cfg && s.split_k == c.split_k;
+    }
+    CHECK(chosen_timed);
+  }
+  const nlohmann::json j = bench_to_json(r);
+  CHECK(j["cells"][1]["breakdown"]["down_us"].get<double>() == Approx(r.cells[1].down_us));
 }

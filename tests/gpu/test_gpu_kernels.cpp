@@ -485,7 +485,7 @@ struct PersistentCtas {
   ~PersistentCtas() { kernels::set_persistent_ctas(0); }
 };
 
-TEST_CASE("gpu persistent ping-pong rows, each CTA walking many tiles", "[gpu][experts]") {
+TEST_CASE("gpu persistent ping-pong rows, each CTA walking many tiles", "[gpu][experts][ping]") {
   if (!kernels::wgmma_available()) {
     WARN("no wgmma on this GPU: the tma_p rows do not run");
     return;
@@ -496,7 +496,7 @@ TEST_CASE("gpu persistent ping-pong rows, each CTA walking many tiles", "[gpu][e
 }
 
 TEST_CASE("gpu persistent ping-pong rows, small case for compute-sanitizer",
-          "[gpu][experts][sanitize]") {
+          "[gpu][experts][ping][sanitize]") {
   if (!kernels::wgmma_available()) {
     WARN("no wgmma on this GPU: the tma_p rows do not run");
     return;
