@@ -89,7 +89,8 @@ namespace {
 // Hopper (sm_90a): the rows and boundaries are the winners of `moe-tool bench --sweep` on an H200
 // for the four perf-anchors.md shapes (docs/perf.md, "tile choice"). Few slots per expert: the
 // swapped-operand TMA rows (weights as wgmma's M), token tiles of 8, 16 or 32; more: the TMA
-// warp-specialized rows with 128-row tiles. Down tiles of 128 columns for a wide hidden size.
+// warp-specialized rows with 64- then 128-row tiles. The persistent tma_p64* rows never won a
+// cell there and are left to the sweep.
 TileChoice choose_hopper(const Tables& t, int slots, int64_t active, int num_local, int inter,
                          int hidden, int sm_count) {
   const double per_expert = double(slots) / std::max(1, num_local);
