@@ -146,6 +146,8 @@ const TileConfig kTmaDownConfigs[] = {
     MOE_TMA_ROW("tma_m64n256", 64, 256, 4, false, 1),
     MOE_TMA_ROW("tma_m128n128s3", 128, 128, 3, false, 2),
     MOE_TMA_ROW("tma_m64n128", 64, 128, 4, false, 2),
+    // Three CTAs per SM for a short K (DeepSeek-V3 TP8's I = 256: four K tiles a tile).
+    MOE_TMA_ROW("tma_m64n128s3", 64, 128, 3, false, 3),
 };
 const int kTmaDownConfigCount = sizeof(kTmaDownConfigs) / sizeof(kTmaDownConfigs[0]);
 
@@ -190,6 +192,9 @@ const TileConfig kSwapDownConfigs[] = {
     // Four stages: enough for a short K (DeepSeek-V3 TP8's I = 256), three to five CTAs per SM.
     MOE_SWAP_ROW("swap_t16n64s4", 16, 1, 4, false),
     MOE_SWAP_ROW("swap_t16n128s4", 16, 2, 4, false),
+    // 32-token tiles with fewer stages: three CTAs per SM.
+    MOE_SWAP_ROW("swap_t32n128s3", 32, 2, 3, false),
+    MOE_SWAP_ROW("swap_t32n64s6", 32, 1, 6, false),
 };
 const int kSwapDownConfigCount = sizeof(kSwapDownConfigs) / sizeof(kSwapDownConfigs[0]);
 
