@@ -1,6 +1,8 @@
 // Token-slot to expert alignment (vLLM's moe_align_block_size, plus the rank's expert map and
 // the replica choice of runtime/backend.h): slots grouped by local expert, each group padded to
-// the GEMM tile height, and the expert of every tile. Three launches: count, scan, scatter.
+// the GEMM tile height, and the expert of every tile. Up to kFusedMaxSlots slots one block does
+// it all with counters in shared memory (one launch, no global atomics); beyond, three
+// launches: count, scan, scatter.
 #include <algorithm>
 
 #include "device_utils.cuh"
@@ -9,26 +11,32 @@ namespace moe::kernels {
 namespace {
 
 constexpr int kScanThreads = 1024;
+constexpr int kFusedMaxSlots = 16384, kFusedMaxExperts = 1024;
+
+// The local expert of slot s (token s / top_k): its replica by token, then the rank's map.
+__device__ __forceinline__ int slot_local_expert(const int32_t* topk_ids, const ReplicaTable& table,
+                                                 int64_t s, int top_k) {
+  const int t = int(s / top_k);
+  const int logical = topk_ids[s];
+  const int first = table.offsets[logical];
+  const int n = table.offsets[logical + 1] - first;
+  return n > 0 ? table.expert_map[table.physical[first + t % n]] : -1;
+}
 
 __global__ void count_kernel(const int32_t* topk_ids, ReplicaTable table, int tokens, int top_k,
                              int32_t* slot_expert, int32_t* counts) {
   const int64_t s = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (s >= int64_t(tokens) * top_k) return;
-  const int t = int(s / top_k);
-  const int logical = topk_ids[s];
-  const int first = table.offsets[logical];
-  const int n = table.offsets[logical + 1] - first;
-  int local = -1;
-  if (n > 0) local = table.expert_map[table.physical[first + t % n]];
+  const int local = slot_local_expert(topk_ids, table, s, top_k);
   slot_expert[s] = local;
   if (local >= 0) atomicAdd(&counts[local], 1);
 }
 
-// One block: per-expert tile counts -> exclusive scan -> tile_expert, padding rows, cursors.
-__global__ void __launch_bounds__(kScanThreads)
-    scan_kernel(int num_local, int block_m, int32_t* counts, int32_t* sorted_slots,
-                int32_t* tile_expert, int32_t* num_tiles) {
-  __shared__ int32_t s_sum[kScanThreads];
+// One block of kScanThreads: per-expert tile counts -> exclusive scan -> tile_expert, padding
+// rows, and counts[e] turned into expert e's scatter cursor. `counts` in global or shared memory.
+__device__ __forceinline__ void scan_tiles(int num_local, int block_m, int32_t* counts,
+                                           int32_t* sorted_slots, int32_t* tile_expert,
+                                           int32_t* num_tiles, int32_t* s_sum) {
   const int tid = threadIdx.x;
   const int per = (num_local + kScanThreads - 1) / kScanThreads;
   const int e0 = min(num_local, tid * per), e1 = min(num_local, e0 + per);
@@ -53,6 +61,39 @@ __global__ void __launch_bounds__(kScanThreads)
     tile += tiles;
   }
   if (tid == kScanThreads - 1) *num_tiles = s_sum[tid];
+}
+
+__global__ void __launch_bounds__(kScanThreads)
+    scan_kernel(int num_local, int block_m, int32_t* counts, int32_t* sorted_slots,
+                int32_t* tile_expert, int32_t* num_tiles) {
+  __shared__ int32_t s_sum[kScanThreads];
+  scan_tiles(num_local, block_m, counts, sorted_slots, tile_expert, num_tiles, s_sum);
+}
+
+// Count, scan and scatter in one block (slots <= kFusedMaxSlots, experts <= kFusedMaxExperts).
+// Each thread scatters the slots it counted, reading back its own slot_expert writes.
+__global__ void __launch_bounds__(kScanThreads)
+    fused_align_kernel(const int32_t* topk_ids, ReplicaTable table, int tokens, int top_k,
+                       int num_local, int block_m, int32_t* slot_expert, int32_t* sorted_slots,
+                       int32_t* tile_expert, int32_t* num_tiles) {
+  __shared__ int32_t s_sum[kScanThreads];
+  __shared__ int32_t s_counts[kFusedMaxExperts];
+  const int tid = threadIdx.x;
+  const int64_t slots = int64_t(tokens) * top_k;
+  for (int e = tid; e < num_local; e += kScanThreads) s_counts[e] = 0;
+  __syncthreads();
+  for (int64_t s = tid; s < slots; s += kScanThreads) {
+    const int local = slot_local_expert(topk_ids, table, s, top_k);
+    slot_expert[s] = local;
+    if (local >= 0) atomicAdd(&s_counts[local], 1);
+  }
+  __syncthreads();
+  scan_tiles(num_local, block_m, s_counts, sorted_slots, tile_expert, num_tiles, s_sum);
+  __syncthreads();
+  for (int64_t s = tid; s < slots; s += kScanThreads) {
+    const int e = slot_expert[s];
+    if (e >= 0) sorted_slots[atomicAdd(&s_counts[e], 1)] = int32_t(s);
+  }
 }
 
 __global__ void scatter_kernel(const int32_t* slot_expert, int64_t slots, int32_t* cursor,
@@ -85,9 +126,15 @@ cudaError_t launch_align(const int32_t* topk_ids, const ReplicaTable& table, int
                          int top_k, int num_local, int block_m, const AlignBuffers& b,
                          cudaStream_t stream) {
   if (tokens < 0 || top_k <= 0 || num_local <= 0 || block_m <= 0) return cudaErrorInvalidValue;
+  const int64_t slots = int64_t(tokens) * top_k;
+  if (slots <= kFusedMaxSlots && num_local <= kFusedMaxExperts) {
+    fused_align_kernel<<<1, kScanThreads, 0, stream>>>(topk_ids, table, tokens, top_k, num_local,
+                                                       block_m, b.slot_expert, b.sorted_slots,
+                                                       b.tile_expert, b.num_tiles);
+    return cudaGetLastError();
+  }
   cudaError_t err = cudaMemsetAsync(b.counts, 0, sizeof(int32_t) * (num_local + 1), stream);
   if (err != cudaSuccess) return err;
-  const int64_t slots = int64_t(tokens) * top_k;
   if (slots > 0) {
     count_kernel<<<unsigned((slots + 255) / 256), 256, 0, stream>>>(topk_ids, table, tokens,
                                                                     top_k, b.slot_expert, b.counts);

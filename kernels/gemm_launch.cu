@@ -107,15 +107,15 @@ TileChoice choose_hopper(const Tables& t, int slots, int64_t active, int num_loc
   } else if (inter < 512 && per_expert <= 96) {
     c.block_m = 64;  // a narrow intermediate (DeepSeek-V3 TP8): few N tiles for the swap rows
     c.gate_up_cfg = find(t.gate_up, "wg_m64n64");
-    c.down_cfg = find(t.down, hidden > 4096 ? "wg_m64n128s3" : "wg_m64n128");
+    c.down_cfg = find(t.down, "tma_m64n128s3");  // K of four tiles: three CTAs per SM
   } else if (per_expert <= 24 || (few_experts && per_expert <= 40)) {
     c.block_m = 32;
     c.gate_up_cfg = find(t.gate_up, "swap_t32n64");
-    c.down_cfg = find(t.down, "swap_t32n128");
+    c.down_cfg = find(t.down, "swap_t32n64s6");
   } else if (per_expert <= 96 && !few_experts) {
     c.block_m = 64;  // two CTAs per SM: one's epilogue overlaps the other's main loop
     c.gate_up_cfg = find(t.gate_up, "tma_m64n64");
-    c.down_cfg = find(t.down, "tma_m64n128");
+    c.down_cfg = find(t.down, inter <= 768 ? "tma_m64n128s3" : "tma_m64n128");
   } else {
     c.block_m = 128;
     const bool short_k = inter <= 768;  // down's K: two CTAs per SM pay off
