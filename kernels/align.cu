@@ -11,7 +11,10 @@ namespace moe::kernels {
 namespace {
 
 constexpr int kScanThreads = 1024;
-constexpr int kFusedMaxSlots = 16384, kFusedMaxExperts = 1024;
+// One block wins while each thread has a slot or two: its slots' dependent loads (ids, replica
+// table, expert map) run one after another. H200 (`bench --breakdown`, align alone): 4-8 us up
+// to 2048 slots; at 8192 slots 22-25 us in one block against 14-18 us in three launches.
+constexpr int kFusedMaxSlots = 2048, kFusedMaxExperts = 1024;
 
 // The local expert of slot s (token s / top_k): its replica by token, then the rank's map.
 __device__ __forceinline__ int slot_local_expert(const int32_t* topk_ids, const ReplicaTable& table,

@@ -308,7 +308,7 @@ TEST_CASE("gpu alignment groups slots by local expert, with expert maps and repl
     table.expert_map.push_back(it == local.end() ? -1 : int(it - local.begin()));
   }
   const GpuRouteTable d_table = upload(table, s);
-  for (int T : {1, 19, 111, 700, 6000}) {  // 6000 x 3 slots: past the one-block path
+  for (int T : {1, 19, 111, 700, 6000}) {  // up to 111 x 3 slots one block, 700 x 3 three launches
     for (int bm : {16, 64}) {
       INFO("T = " << T << ", block_m = " << bm);
       const int K = 3, E_local = int(local.size());
