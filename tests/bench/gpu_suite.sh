@@ -13,6 +13,7 @@
 #   MOE_SWEEP_SHAPES="mixtral"                     sweep shapes (default: MOE_BENCH_SHAPES or all four)
 #   MOE_SWEEP_TIMEOUT=120                          seconds per sweep shape (default 240)
 #   MOE_SWEEP_ROWS="swap_,tma_"                    sweep only rows with these name prefixes
+#   SWEEP_TOKENS=1024,4096                         token counts of the sweep stage
 #   MOE_BREAKDOWN_TOKENS=1024,4096                 token counts of the breakdown stage
 #   MOE_PROFILE_CELLS="qwen3-30b:4096 mixtral:4096" Nsight Compute cells (shape:tokens)
 set -uo pipefail
