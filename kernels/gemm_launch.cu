@@ -96,6 +96,8 @@ TileChoice choose_hopper(const Tables& t, int slots, int64_t active, int num_loc
   const double per_expert = double(slots) / std::max(1, num_local);
   const bool few_experts = num_local <= 16;
   const bool wide_hidden = hidden >= 6144;
+  const bool narrow = inter < 512;    // DeepSeek-V3 TP8: few N tiles
+  const bool short_k = inter <= 768;  // down's K: more CTAs per SM pay off
   TileChoice c;
   if (per_expert <= 12) {
     c.block_m = per_expert <= 4 && !wide_hidden ? 8 : 16;
@@ -104,7 +106,7 @@ TileChoice choose_hopper(const Tables& t, int slots, int64_t active, int num_loc
     c.down_cfg = find(t.down, c.block_m == 8 ? "swap_t8n64" : (wide_hidden ? "swap_t16n64s4" : "swap_t16n64"));
     const int64_t tiles = std::max<int64_t>(active, ceil_div(slots, c.block_m));
     c.down_split_k = pick_split(tiles * ceil_div(hidden, 64), inter, 64, sm_count);
-  } else if (inter < 512 && per_expert <= 96) {
+  } else if (narrow && per_expert <= 96) {
     c.block_m = 64;  // a narrow intermediate (DeepSeek-V3 TP8): few N tiles for the swap rows
     c.gate_up_cfg = find(t.gate_up, "wg_m64n64");
     c.down_cfg = find(t.down, "tma_m64n128s3");  // K of four tiles: three CTAs per SM
@@ -115,13 +117,12 @@ TileChoice choose_hopper(const Tables& t, int slots, int64_t active, int num_loc
   } else if (per_expert <= 96 && !few_experts) {
     c.block_m = 64;  // two CTAs per SM: one's epilogue overlaps the other's main loop
     c.gate_up_cfg = find(t.gate_up, "tma_m64n64");
-    c.down_cfg = find(t.down, inter <= 768 ? "tma_m64n128s3" : "tma_m64n128");
+    c.down_cfg = find(t.down, short_k ? "tma_m64n128s3" : "tma_m64n128");
   } else {
     c.block_m = 128;
-    const bool short_k = inter <= 768;  // down's K: two CTAs per SM pay off
     // Gate-up tiles of 128 activation columns only where the GEMM has few N tiles (a narrow
     // intermediate) or few experts; else 64 columns, two CTAs per SM.
-    const bool n128 = inter < 512 || (few_experts && per_expert <= 512);
+    const bool n128 = narrow || (few_experts && per_expert <= 512);
     c.gate_up_cfg = find(t.gate_up, n128 ? "tma_m128n128" : "tma_m128n64s3");
     c.down_cfg = find(t.down, short_k ? "tma_m128n128s3" : "tma_m128n256");
   }

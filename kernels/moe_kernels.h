@@ -145,10 +145,10 @@ struct TileChoice {
 TileChoice choose_tiles(int slots, int num_local, int inter, int hidden, int sm_count,
                         bool wgmma);
 cudaError_t launch_gate_up(const GateUpArgs& args, int cfg, cudaStream_t stream);
+cudaError_t launch_down(const DownArgs& args, int cfg, cudaStream_t stream);
 // Tests: the persistent rows (tma_p*) launch at most `ctas` CTAs, so each walks many tiles
 // (0, the default: one CTA per SM). Not thread-safe; set it between launches.
 void set_persistent_ctas(int ctas);
-cudaError_t launch_down(const DownArgs& args, int cfg, cudaStream_t stream);
 
 // ---- the in-tree oracle: one thread per output element, fp32, no tiling --------------------
 struct NaiveMoeArgs {

@@ -496,7 +496,6 @@ BenchReport run_bench(const BenchOptions& opts) {
       cell.down_us = stage_us(kStageDown);
       cell.gate_up_tflops = flops * 2.0 / 3.0 / (cell.gate_up_us * 1e-6) / 1e12;
       cell.down_tflops = flops / 3.0 / (cell.down_us * 1e-6) / 1e12;
-      call(s, 0, tc);  // leave a whole call's output behind
     }
 
     if (opts.sweep) {
@@ -520,7 +519,6 @@ BenchReport run_bench(const BenchOptions& opts) {
           if (base.gate_up_cfg < 0 || base.down_cfg < 0) continue;
           base.down_split_k = 1;
         }
-        base.down_split_k = tc.block_m == bm ? tc.down_split_k : base.down_split_k;
         double best = 1e30;
         kernels::TileChoice best_tc = base;
         auto try_tc = [&](const kernels::TileChoice& c) {
