@@ -99,6 +99,15 @@ __device__ __forceinline__ void atomic_add2(float* out, float v0, float v1) {
   atomicAdd(out + 1, v1);
 #endif
 }
+// out[0..3] += v[0..3]; one 16-byte vector atomic on sm_90 (all four in range, 16-aligned).
+__device__ __forceinline__ void atomic_add4(float* out, float v0, float v1, float v2, float v3) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float4*>(out), make_float4(v0, v1, v2, v3));
+#else
+  atomic_add2(out, v0, v1);
+  atomic_add2(out + 2, v2, v3);
+#endif
+}
 
 // ---- programmatic dependent launch (sm_90) ----------------------------------------------------
 // A kernel started by launch_dependent() may begin while the kernel before it in the stream is

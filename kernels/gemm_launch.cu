@@ -25,6 +25,8 @@ const Tables& tables() {
     r.down.insert(r.down.end(), kTmaDownConfigs, kTmaDownConfigs + kTmaDownConfigCount);
     r.gate_up.insert(r.gate_up.end(), kPingGateUpConfigs, kPingGateUpConfigs + kPingGateUpConfigCount);
     r.down.insert(r.down.end(), kPingDownConfigs, kPingDownConfigs + kPingDownConfigCount);
+    r.gate_up.insert(r.gate_up.end(), kCoopGateUpConfigs, kCoopGateUpConfigs + kCoopGateUpConfigCount);
+    r.down.insert(r.down.end(), kCoopDownConfigs, kCoopDownConfigs + kCoopDownConfigCount);
     r.gate_up.insert(r.gate_up.end(), kSwapGateUpConfigs,
                      kSwapGateUpConfigs + kSwapGateUpConfigCount);
     r.down.insert(r.down.end(), kSwapDownConfigs, kSwapDownConfigs + kSwapDownConfigCount);

@@ -43,16 +43,19 @@ cudaError_t make_tile_map(CUtensorMap* map, bool bf16, const void* base, int k, 
 }
 
 cudaError_t make_gemm_maps(const GemmParams& p, bool bf16, bool gate_up, int split_k, int rows_a,
-                           int rows_w, CUtensorMap* map_a, CUtensorMap* map_w) {
+                           int rows_w, CUtensorMap* map_a, CUtensorMap* map_w, AMap a_map) {
   if (p.num_experts <= 0 || p.lda % 8 != 0 || p.ldb % 8 != 0 ||
       (split_k > 1 && p.k_per_split % 64 != 0) ||
       p.b_expert_stride != int64_t(gate_up ? 2 : 1) * p.n * p.ldb)
     return cudaErrorInvalidValue;
   const int halves = gate_up ? 2 * p.num_experts : p.num_experts;
   const cudaError_t e =
-      make_tile_map(map_a, bf16, p.a, p.k, p.max_tiles * rows_a, 1, p.lda, 0, rows_a);
-  if (e != cudaSuccess) return e;
-  return make_tile_map(map_w, bf16, p.b, p.k, p.n, halves, p.ldb, int64_t(p.n) * p.ldb, rows_w);
+      make_tile_map(map_w, bf16, p.b, p.k, p.n, halves, p.ldb, int64_t(p.n) * p.ldb, rows_w);
+  if (e != cudaSuccess || a_map == AMap::None) {
+    *map_a = *map_w;  // x_direct: the kernel never reads map_a
+    return e;
+  }
+  return make_tile_map(map_a, bf16, p.a, p.k, p.max_tiles * rows_a, 1, p.lda, 0, rows_a);
 }
 
 namespace {
@@ -71,9 +74,10 @@ void set_persistent_ctas(int ctas) { g_persistent_ctas = std::max(0, ctas); }
 
 cudaError_t launch_tma_kernel(TmaKernelFn kernel, const GemmParams& p, int split_k, bool bf16,
                               bool gate_up, int rows_a, int rows_w, int threads, size_t smem,
-                              cudaStream_t stream, bool persistent) {
+                              cudaStream_t stream, bool persistent, AMap a_map) {
   CUtensorMap map_a, map_w;
-  cudaError_t e = make_gemm_maps(p, bf16, gate_up, split_k, rows_a, rows_w, &map_a, &map_w);
+  cudaError_t e =
+      make_gemm_maps(p, bf16, gate_up, split_k, rows_a, rows_w, &map_a, &map_w, a_map);
   if (e != cudaSuccess) return e;
   dim3 grid(unsigned(p.max_tiles) * unsigned(p.n_tiles), unsigned(split_k));
   if (persistent) {
@@ -128,6 +132,12 @@ cudaError_t launch_gather_sorted(const void* x, int ldx, int k, int top_k,
         &launch_tma_gemm<__nv_bfloat16, BM, BN, S, GU, MINB>,                             \
         &launch_tma_gemm<__half, BM, BN, S, GU, MINB>, (GU)                               \
   }
+// Gate-up rows that read x in place (x_direct, suffix x): no gather pass, no sorted copy.
+#define MOE_TMA_XROW(NAME, BM, BN, S, MINB)                                                \
+  TileConfig {                                                                            \
+    NAME, BM, (BN) / 2, 64, true, &launch_tma_gemm<__nv_bfloat16, BM, BN, S, true, MINB, true>, \
+        &launch_tma_gemm<__half, BM, BN, S, true, MINB, true>, false                      \
+  }
 
 // Gate-up rows read x gathered into sorted order (the last field: sorted_a). Rows ending in
 // s3 / with n64 tiles of 64 rows are sized for two CTAs per SM.
@@ -137,6 +147,7 @@ const TileConfig kTmaGateUpConfigs[] = {
     MOE_TMA_ROW("tma_m64n128", 64, 256, 4, true, 1),
     MOE_TMA_ROW("tma_m128n64s3", 128, 128, 3, true, 2),
     MOE_TMA_ROW("tma_m64n64", 64, 128, 4, true, 2),
+    MOE_TMA_XROW("tma_m64n64x", 64, 128, 4, 2),
 };
 const int kTmaGateUpConfigCount = sizeof(kTmaGateUpConfigs) / sizeof(kTmaGateUpConfigs[0]);
 
@@ -170,6 +181,25 @@ const TileConfig kPingDownConfigs[] = {
 };
 const int kPingDownConfigCount = sizeof(kPingDownConfigs) / sizeof(kPingDownConfigs[0]);
 
+#define MOE_COOP_ROW(NAME, BN, S, GU)                                                       \
+  TileConfig {                                                                            \
+    NAME, 128, (GU) ? (BN) / 2 : (BN), 64, true, &launch_tma_coop<__nv_bfloat16, BN, S, GU>, \
+        &launch_tma_coop<__half, BN, S, GU>, (GU)                                         \
+  }
+
+// Persistent cooperative rows (128-row tiles shared by both warpgroups; tma_c128n<output cols>).
+const TileConfig kCoopGateUpConfigs[] = {
+    MOE_COOP_ROW("tma_c128n128", 256, 4, true),
+    MOE_COOP_ROW("tma_c128n64", 128, 6, true),
+};
+const int kCoopGateUpConfigCount = sizeof(kCoopGateUpConfigs) / sizeof(kCoopGateUpConfigs[0]);
+
+const TileConfig kCoopDownConfigs[] = {
+    MOE_COOP_ROW("tma_c128n256", 256, 4, false),
+    MOE_COOP_ROW("tma_c128n128", 128, 6, false),
+};
+const int kCoopDownConfigCount = sizeof(kCoopDownConfigs) / sizeof(kCoopDownConfigs[0]);
+
 #define MOE_SWAP_ROW(NAME, BT, MW, S, GU)                                                   \
   TileConfig {                                                                            \
     NAME, BT, (GU) ? 64 : (MW) * 64, 64, true, &launch_tma_swap<__nv_bfloat16, BT, MW, S, GU>, \
@@ -199,7 +229,9 @@ const TileConfig kSwapDownConfigs[] = {
 const int kSwapDownConfigCount = sizeof(kSwapDownConfigs) / sizeof(kSwapDownConfigs[0]);
 
 #undef MOE_SWAP_ROW
+#undef MOE_COOP_ROW
 #undef MOE_PING_ROW
+#undef MOE_TMA_XROW
 #undef MOE_TMA_ROW
 
 }  // namespace moe::kernels

@@ -98,7 +98,13 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map
       : "memory");
 }
 
-template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB = 1>
+// x_direct (gate-up only): the producer warp reads A as the tile's token rows of x itself with
+// cp.async (32 lanes, 16 bytes each, into the same 128B-swizzled layout), so no gather pass
+// writes x in sorted order first. cp.async writes through the generic proxy and wgmma reads
+// through the async proxy: each lane waits for its copies of a stage one stage later, fences
+// the proxies and arrives on the stage's full barrier (with the TMA's expect-tx arrival, 33).
+
+template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB = 1, bool XDIRECT = false>
 struct TmaTile {
   static constexpr int BK = 64;  // one 128-byte swizzle row per tile row
   static constexpr int kConsumerGroups = BM / 64;
@@ -109,8 +115,11 @@ struct TmaTile {
   static constexpr int kBoxRowsB = GATE_UP ? BN / 2 : BN;  // gate-up: one box per half
   static constexpr int kABytes = BM * 128, kBBytes = BN * 128;
   static constexpr int kStageBytes = kABytes + kBBytes;
-  static constexpr size_t kSmemBytes = size_t(STAGES) * kStageBytes + BM * 4 + 2 * STAGES * 8 + 1024;
+  static constexpr int kRowInts = XDIRECT ? 2 * BM : BM;  // slots (+ their token rows)
+  static constexpr size_t kSmemBytes = size_t(STAGES) * kStageBytes + kRowInts * 4 + 2 * STAGES * 8 + 1024;
+  static constexpr int kFullArrivals = XDIRECT ? 33 : 1;  // + the producer warp's 32 lanes
   static_assert(BM == 64 || BM == 128, "one or two consumer warpgroups");
+  static_assert(!XDIRECT || GATE_UP, "x read in place: gate-up only");
   static_assert(BN == 128 || BN == 256, "B tile of one n128 or n256 instruction");
   static_assert(kBoxRowsB <= 256 && BM <= 256, "TMA boxes hold at most 256 rows");
   static_assert(STAGES >= 2, "a ring");
@@ -119,20 +128,23 @@ struct TmaTile {
 
 // MINB: CTAs per SM the registers are budgeted for (2 lets one CTA's epilogue overlap another's
 // main loop; needs the n128 accumulators and 3 stages).
-template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB>
-__global__ void __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB>::kThreads, MINB)
+template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB, bool XDIRECT>
+__global__ void __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT>::kThreads, MINB)
     tma_gemm_kernel(const __grid_constant__ GemmParams p, const __grid_constant__ CUtensorMap map_a,
                     const __grid_constant__ CUtensorMap map_b) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using C = TmaTile<T, BM, BN, STAGES, GATE_UP, MINB>;
+  using C = TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT>;
   extern __shared__ uint8_t smem_raw[];
   uint32_t base = smem_addr(smem_raw);
   const uint32_t pad = (1024u - (base & 1023u)) & 1023u;  // swizzle atoms need 1024-alignment
   base += pad;
   int32_t* s_slot = reinterpret_cast<int32_t*>(smem_raw + pad + size_t(STAGES) * C::kStageBytes);
-  const uint32_t full0 = base + STAGES * C::kStageBytes + BM * 4;  // BM * 4 keeps 8-alignment
+  int32_t* s_tok = s_slot + BM;  // x_direct: token row of each slot, or -1
+  const uint32_t full0 = base + STAGES * C::kStageBytes + C::kRowInts * 4;  // keeps 8-alignment
   const uint32_t empty0 = full0 + STAGES * 8;
 
+  // x_direct has no gather kernel between the alignment and this one: wait for it first.
+  if constexpr (XDIRECT) grid_dependency_wait();
   TileWork work;
   if (!tile_work(p, work)) return;
   const int m_tile = work.m_tile, n_tile = work.n_tile, split = work.split;
@@ -142,18 +154,59 @@ __global__ void __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB>::kTh
     tma_prefetch(&map_a);
     tma_prefetch(&map_b);
     for (int s = 0; s < STAGES; ++s) {
-      mbar_init(full0 + 8 * s, 1);
+      mbar_init(full0 + 8 * s, C::kFullArrivals);
       mbar_init(empty0 + 8 * s, C::kConsumers);
     }
     fence_barrier_init();
   }
-  for (int r = tid; r < BM; r += C::kThreads) s_slot[r] = p.sorted_slots[int64_t(m_tile) * BM + r];
+  for (int r = tid; r < BM; r += C::kThreads) {
+    const int slot = p.sorted_slots[int64_t(m_tile) * BM + r];
+    s_slot[r] = slot;
+    if constexpr (XDIRECT) s_tok[r] = slot >= 0 ? slot / p.top_k : -1;
+  }
   __syncthreads();  // the last block-wide barrier: the producer warp leaves below
 
   const int col0 = n_tile * C::kOutCols;
   const int KT = k_end > k_begin ? (k_end - k_begin + C::BK - 1) / C::BK : 0;
 
-  if (tid >= C::kConsumers) {  // producer warp: one thread issues every copy
+  if (XDIRECT && tid >= C::kConsumers) {  // producer warp: B by TMA, A by 32 lanes of cp.async
+    const int lane = tid - C::kConsumers;
+    const T* x = static_cast<const T*>(p.a);
+    const int half_gate = 2 * expert + (p.gate_row0 == 0 ? 0 : 1);
+    const int half_up = 2 * expert + (p.up_row0 == 0 ? 0 : 1);
+    allow_dependents();
+    for (int kt = 0; kt < KT; ++kt) {
+      const int s = kt % STAGES;
+      if (kt >= STAGES) mbar_wait(empty0 + 8 * s, ((kt / STAGES) - 1) & 1);
+      const uint32_t sa = base + s * C::kStageBytes, bar = full0 + 8 * s;
+      const int k0 = k_begin + kt * C::BK;
+      if (lane == 0) {
+        mbar_arrive_expect_tx(bar, C::kBBytes);
+        tma_load_3d(sa + C::kABytes, &map_b, bar, k0, col0, half_gate);
+        tma_load_3d(sa + C::kABytes + C::kBoxRowsB * 128, &map_b, bar, k0, col0, half_up);
+      }
+      // Lane l copies 16-byte chunk l % 8 of rows l / 8 + 4 j: four whole rows per instruction.
+      const int ch = lane % 8, k = k0 + ch * 8;
+#pragma unroll 8
+      for (int row = lane / 8; row < BM; row += 4) {
+        const int tok = s_tok[row];
+        const bool valid = tok >= 0 && k < k_end;
+        cp_async_16(sa + row * 128 + ((ch ^ (row & 7)) << 4),
+                    valid ? x + int64_t(tok) * p.lda + k : x, valid);
+      }
+      cp_async_commit();
+      if (kt > 0) {  // stage kt - 1's rows have landed: hand them to the async proxy
+        cp_async_wait<1>();
+        fence_proxy_async();
+        mbar_arrive(full0 + 8 * ((kt - 1) % STAGES));
+      }
+    }
+    cp_async_wait<0>();
+    fence_proxy_async();
+    if (KT > 0) mbar_arrive(full0 + 8 * ((KT - 1) % STAGES));
+    return;
+  }
+  if (!XDIRECT && tid >= C::kConsumers) {  // producer warp: one thread issues every copy
     if (tid == C::kConsumers) {
       const int row_a = m_tile * BM;
       const int half_gate = GATE_UP ? 2 * expert + (p.gate_row0 == 0 ? 0 : 1) : expert;
@@ -248,8 +301,62 @@ __device__ __forceinline__ bool tile_work_at(const GemmParams& p, int u, int m_t
   return true;
 }
 
-template <typename T, int BN, int STAGES, bool GATE_UP>
+// The producer thread of a persistent row (C: PingTile or CoopTile): the K tiles of every tile
+// of the CTA (u = blockIdx.x, + gridDim.x, ...) in order through one ring of C::STAGES stages,
+// with no break between tiles, so the next tile's first stages load during this one's epilogue.
+template <typename C, bool GATE_UP>
+__device__ __forceinline__ void persistent_producer(const GemmParams& p, const CUtensorMap* map_a,
+                                                    const CUtensorMap* map_b, uint32_t base,
+                                                    uint32_t full0, uint32_t empty0, int m_tiles,
+                                                    int splits, int units) {
+  constexpr int STAGES = C::STAGES;
+  int q = 0;  // ring position of the next K tile
+  bool waited = false;
+  for (int u = blockIdx.x; u < units; u += gridDim.x) {
+    TileWork w;
+    if (!tile_work_at(p, u, m_tiles, splits, w)) continue;
+    const int KT = (w.k_end - w.k_begin + C::BK - 1) / C::BK, col0 = w.n_tile * C::kOutCols;
+    const int half_gate = GATE_UP ? 2 * w.expert + (p.gate_row0 == 0 ? 0 : 1) : w.expert;
+    const int half_up = 2 * w.expert + (p.up_row0 == 0 ? 0 : 1);
+    auto load_b = [&](int kt) {
+      const int s = (q + kt) % STAGES;
+      const uint32_t sb = base + s * C::kStageBytes + C::kABytes, bar = full0 + 8 * s;
+      const int k0 = w.k_begin + kt * C::BK;
+      mbar_arrive_expect_tx(bar, C::kStageBytes);
+      tma_load_3d(sb, map_b, bar, k0, col0, half_gate);
+      if constexpr (GATE_UP) tma_load_3d(sb + C::kBoxRowsB * 128, map_b, bar, k0, col0, half_up);
+    };
+    auto load_a = [&](int kt) {
+      const int s = (q + kt) % STAGES;
+      tma_load_2d(base + s * C::kStageBytes, map_a, full0 + 8 * s, w.k_begin + kt * C::BK,
+                  w.m_tile * C::BM);
+    };
+    int kt = 0;
+    if (!waited) {  // the first stages' weights load while the predecessor finishes
+      const int pre = min(KT, STAGES);
+      for (; kt < pre; ++kt) load_b(kt);
+      grid_dependency_wait();
+      allow_dependents();
+      waited = true;
+      for (int j = 0; j < pre; ++j) load_a(j);
+    }
+    for (; kt < KT; ++kt) {
+      const int pos = q + kt;
+      if (pos >= STAGES) mbar_wait(empty0 + 8 * (pos % STAGES), ((pos / STAGES) - 1) & 1);
+      load_b(kt);
+      load_a(kt);
+    }
+    q += KT;
+  }
+  if (!waited) {
+    grid_dependency_wait();
+    allow_dependents();
+  }
+}
+
+template <typename T, int BN, int STAGES_, bool GATE_UP>
 struct PingTile {
+  static constexpr int STAGES = STAGES_;
   static constexpr int BM = 64, BK = 64;
   // Two consumer warpgroups + a producer warpgroup: the register file is split per SM quarter,
   // so 9 warps would cap every thread at 168 registers; with a whole producer warpgroup,
@@ -292,53 +399,10 @@ __global__ void __launch_bounds__(384, 1)
   const int m_tiles = *p.num_tiles;
   const int splits = (p.k + p.k_per_split - 1) / p.k_per_split;
   const int units = m_tiles * p.n_tiles * splits;
-  auto k_tiles = [](const TileWork& w) { return (w.k_end - w.k_begin + C::BK - 1) / C::BK; };
 
   if (tid >= 256) {  // producer warpgroup: one thread issues every copy, tile after tile
     warpgroup_regs_dec<C::kProducerRegs>();
-    if (tid != 256) return;
-    int q = 0;  // ring position of the next K tile
-    bool waited = false;
-    for (int u = blockIdx.x; u < units; u += gridDim.x) {
-      TileWork w;
-      if (!tile_work_at(p, u, m_tiles, splits, w)) continue;
-      const int KT = k_tiles(w), col0 = w.n_tile * C::kOutCols;
-      const int half_gate = GATE_UP ? 2 * w.expert + (p.gate_row0 == 0 ? 0 : 1) : w.expert;
-      const int half_up = 2 * w.expert + (p.up_row0 == 0 ? 0 : 1);
-      auto load_b = [&](int kt) {
-        const int s = (q + kt) % STAGES;
-        const uint32_t sb = base + s * C::kStageBytes + C::kABytes, bar = full0 + 8 * s;
-        const int k0 = w.k_begin + kt * C::BK;
-        mbar_arrive_expect_tx(bar, C::kStageBytes);
-        tma_load_3d(sb, &map_b, bar, k0, col0, half_gate);
-        if constexpr (GATE_UP) tma_load_3d(sb + C::kBoxRowsB * 128, &map_b, bar, k0, col0, half_up);
-      };
-      auto load_a = [&](int kt) {
-        const int s = (q + kt) % STAGES;
-        tma_load_2d(base + s * C::kStageBytes, &map_a, full0 + 8 * s, w.k_begin + kt * C::BK,
-                    w.m_tile * C::BM);
-      };
-      int kt = 0;
-      if (!waited) {  // the first stages' weights load while the predecessor finishes
-        const int pre = min(KT, STAGES);
-        for (; kt < pre; ++kt) load_b(kt);
-        grid_dependency_wait();
-        allow_dependents();
-        waited = true;
-        for (int j = 0; j < pre; ++j) load_a(j);
-      }
-      for (; kt < KT; ++kt) {
-        const int pos = q + kt;
-        if (pos >= STAGES) mbar_wait(empty0 + 8 * (pos % STAGES), ((pos / STAGES) - 1) & 1);
-        load_b(kt);
-        load_a(kt);
-      }
-      q += KT;
-    }
-    if (!waited) {
-      grid_dependency_wait();
-      allow_dependents();
-    }
+    if (tid == 256) persistent_producer<C, GATE_UP>(p, &map_a, &map_b, base, full0, empty0, m_tiles, splits, units);
     return;
   }
 
@@ -348,7 +412,7 @@ __global__ void __launch_bounds__(384, 1)
   for (int u = blockIdx.x; u < units; u += gridDim.x) {
     TileWork w;
     if (!tile_work_at(p, u, m_tiles, splits, w)) continue;
-    const int KT = k_tiles(w);
+    const int KT = (w.k_end - w.k_begin + C::BK - 1) / C::BK;
     const int mine = turn & 1;
     if (mine == wg) {
       // Does this CTA have a later tile (the other warpgroup's, which this one lets start)?
@@ -387,6 +451,96 @@ __global__ void __launch_bounds__(384, 1)
 #endif
 }
 
+
+
+// ---- persistent cooperative rows, for many tokens per expert ---------------------------------
+// One CTA per SM walks the tiles as the ping-pong rows do, but both consumer warpgroups share
+// each 128-row tile (64 rows each, as tma_gemm_kernel): the tile, and so the bytes per FLOP, of
+// the one-CTA-per-SM rows, with the producer running ahead into the next tile while the
+// consumers store this one. Both warpgroups consume every stage in order, so the ring needs no
+// turn-taking.
+template <typename T, int BN, int STAGES_, bool GATE_UP>
+struct CoopTile {
+  static constexpr int STAGES = STAGES_;
+  static constexpr int BM = 128, BK = 64;
+  static constexpr int kThreads = 3 * 128;  // two consumer warpgroups + a producer warpgroup
+  static constexpr int kProducerRegs = 40, kConsumerRegs = 232;
+  static constexpr int kAcc = BN / 2;
+  static constexpr int kOutCols = GATE_UP ? BN / 2 : BN;
+  static constexpr int kBoxRowsB = GATE_UP ? BN / 2 : BN;
+  static constexpr int kABytes = BM * 128, kBBytes = BN * 128;
+  static constexpr int kStageBytes = kABytes + kBBytes;
+  static constexpr size_t kSmemBytes = size_t(STAGES) * kStageBytes + 2 * STAGES * 8 + 1024;
+  static_assert(BN == 128 || BN == 256, "B tile of one n128 or n256 instruction");
+  static_assert(STAGES >= 2 && kSmemBytes <= 227 * 1024, "a ring that fits");
+};
+
+template <typename T, int BN, int STAGES, bool GATE_UP>
+__global__ void __launch_bounds__(384, 1)
+    tma_coop_kernel(const __grid_constant__ GemmParams p, const __grid_constant__ CUtensorMap map_a,
+                    const __grid_constant__ CUtensorMap map_b) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using C = CoopTile<T, BN, STAGES, GATE_UP>;
+  extern __shared__ uint8_t smem_raw[];
+  uint32_t base = smem_addr(smem_raw);
+  base += (1024u - (base & 1023u)) & 1023u;
+  const uint32_t full0 = base + STAGES * C::kStageBytes;
+  const uint32_t empty0 = full0 + STAGES * 8;
+  const int tid = threadIdx.x;
+  if (tid == 256) {
+    tma_prefetch(&map_a);
+    tma_prefetch(&map_b);
+    for (int s = 0; s < STAGES; ++s) {
+      mbar_init(full0 + 8 * s, 1);
+      mbar_init(empty0 + 8 * s, 256);  // both warpgroups consume every stage
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();  // the last block-wide barrier
+  // The alignment's counts are complete: the predecessor allowed this launch after its wait.
+  const int m_tiles = *p.num_tiles;
+  const int splits = (p.k + p.k_per_split - 1) / p.k_per_split;
+  const int units = m_tiles * p.n_tiles * splits;
+
+  if (tid >= 256) {
+    warpgroup_regs_dec<C::kProducerRegs>();
+    if (tid == 256) persistent_producer<C, GATE_UP>(p, &map_a, &map_b, base, full0, empty0, m_tiles, splits, units);
+    return;
+  }
+
+  warpgroup_regs_inc<C::kConsumerRegs>();
+  const int wg = tid / 128, ctid = tid % 128;
+  int q = 0;  // ring position
+  for (int u = blockIdx.x; u < units; u += gridDim.x) {
+    TileWork w;
+    if (!tile_work_at(p, u, m_tiles, splits, w)) continue;
+    const int KT = (w.k_end - w.k_begin + C::BK - 1) / C::BK;
+    float acc[C::kAcc];
+#pragma unroll
+    for (int i = 0; i < C::kAcc; ++i) acc[i] = 0.0f;
+    for (int kt = 0; kt < KT; ++kt) {
+      const int pos = q + kt, s = pos % STAGES;
+      mbar_wait(full0 + 8 * s, (pos / STAGES) & 1);
+      const uint32_t sa = base + s * C::kStageBytes + wg * 64 * 128;
+      const uint32_t sb = base + s * C::kStageBytes + C::kABytes;
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+        wgmma_step<T, BN>(acc, sw128_desc(sa + kk * 32), sw128_desc(sb + kk * 32));
+      wgmma_commit();
+      wgmma_wait<1>();
+      if (kt > 0) mbar_arrive(empty0 + 8 * ((pos - 1) % STAGES));
+    }
+    wgmma_wait<0>();
+    if (KT > 0) mbar_arrive(empty0 + 8 * ((q + KT - 1) % STAGES));
+#pragma unroll
+    for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
+    wg_epilogue<T, C::BM, BN, GATE_UP>(p, acc, wg, ctid, p.sorted_slots + int64_t(w.m_tile) * C::BM,
+                                        w.m_tile, w.n_tile * C::kOutCols, w.expert, w.split);
+    q += KT;
+  }
+#endif
+}
 
 // ---- swapped operands, for few tokens per expert --------------------------------------------
 // With a handful of tokens per expert the GEMMs stream weights and the tensor cores idle, but
@@ -451,6 +605,26 @@ __device__ __forceinline__ void wgmma_m64nNk16(float*, uint64_t, uint64_t) {
   __trap();  // never launched: wgmma_available() is false without the sm_90a instance
 }
 #endif
+
+// The four lanes i = 0..3 at distance 4 (lane / 4 = 4 * a + i, one lane % 4) each hold v[e] of
+// M[i][e]; afterwards lane i holds M[0..3][i] in v[0..3] (a 4 x 4 transpose in two exchange
+// rounds: partners i ^ 2, then i ^ 1).
+__device__ __forceinline__ void transpose_quads(int i, float (&v)[4]) {
+  const bool hi = i & 2, lo = i & 1;
+  // Round 1: keep the elements e with e & 2 == i & 2, swap the other two with lane i ^ 2.
+  const float k0 = hi ? v[2] : v[0], k1 = hi ? v[3] : v[1];  // M[i][(i & 2) + 0 / 1]
+  const float r0 = __shfl_xor_sync(0xffffffffu, hi ? v[0] : v[2], 8);  // M[i ^ 2][(i & 2) + 0]
+  const float r1 = __shfl_xor_sync(0xffffffffu, hi ? v[1] : v[3], 8);  // M[i ^ 2][(i & 2) + 1]
+  // Round 2: keep element i, swap element i ^ 1 with lane i ^ 1.
+  const float a = lo ? k1 : k0, b = lo ? r1 : r0;  // M[i][i], M[i ^ 2][i]
+  const float c = __shfl_xor_sync(0xffffffffu, lo ? k0 : k1, 4);  // M[i ^ 1][i]
+  const float d = __shfl_xor_sync(0xffffffffu, lo ? r0 : r1, 4);  // M[i ^ 3][i]
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int x = i ^ j;  // M[j][i] came from lane j = i ^ x
+    v[j] = x & 2 ? (x & 1 ? d : b) : (x & 1 ? c : a);
+  }
+}
 
 template <typename T, int BT, int MW, int STAGES, bool GATE_UP>
 struct SwapTile {
@@ -560,36 +734,42 @@ __global__ void __launch_bounds__(160)
     for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[b][i]);
 
   // Fragment f of block b: weight row 16 * warp + lane / 4 + 8 * ((f % 4) / 2) of the block,
-  // token row 8 * (f / 4) + 2 * (lane % 4) + f % 2 of the tile.
-  const int lane = tid % 32, warp = tid / 32;
+  // token row 8 * (f / 4) + 2 * (lane % 4) + f % 2 of the tile. Output columns are weight rows,
+  // spread over lanes 4 apart: transpose_quads gathers four consecutive ones per lane.
+  const int lane = tid % 32, warp = tid / 32, quad = (lane / 4) % 4;
   const T* bias =
       p.bias ? static_cast<const T*>(p.bias) + int64_t(expert) * p.bias_expert_stride : nullptr;
 #pragma unroll
   for (int b = 0; b < (GATE_UP ? 1 : MW); ++b) {
+    const int wrow = col0 + b * 64 + 16 * warp + lane / 4;  // this lane's column, before
+    const int col4 = col0 + b * 64 + 16 * warp + 4 * (lane / 16) + 8 * (quad / 2);  // and after
 #pragma unroll
-    for (int f = 0; f < C::kAcc; ++f) {
-      const int col = col0 + b * 64 + 16 * warp + lane / 4 + 8 * ((f % 4) / 2);
-      const int row = 8 * (f / 4) + 2 * (lane % 4) + f % 2;
-      const int slot = s_slot[row];
-      if constexpr (GATE_UP) {
-        if (col >= p.ld_act) continue;
-        float v = 0.0f;
-        if (slot >= 0 && col < p.n) {
-          const float w = p.slot_weights ? p.slot_weights[slot] : 1.0f;
-          float g = acc[0][f] * w, u = acc[1][f] * w;
-          if (bias) {
-            g += ElemOps<T>::to_float(bias[p.gate_row0 + col]);
-            u += ElemOps<T>::to_float(bias[p.up_row0 + col]);
-          }
-          v = apply_act(p.act, g, u, p.alpha, p.limit);
+    for (int f = 0; f < C::kAcc; f += 4) {
+      float v[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = wrow + 8 * (e / 2);
+        const int slot = s_slot[8 * (f / 4) + 2 * (lane % 4) + e % 2];
+        const float w = slot >= 0 && p.slot_weights ? p.slot_weights[slot] : 1.0f;
+        if constexpr (GATE_UP) {
+          v[e] = gate_up_value(p, bias, slot >= 0, w, acc[0][f + e], acc[1][f + e], col);
+        } else {
+          const float bv = bias && split == 0 && col < p.n ? ElemOps<T>::to_float(bias[col]) : 0.0f;
+          v[e] = w * (acc[b][f + e] + bv);
         }
-        static_cast<T*>(p.act_out)[(int64_t(m_tile) * BT + row) * p.ld_act + col] =
-            ElemOps<T>::from_float(v);
+      }
+      transpose_quads(quad, v);
+      const int row = 8 * (f / 4) + 2 * (lane % 4) + quad % 2;  // the token of this lane's quad
+      if constexpr (GATE_UP) {
+        const bool vec = p.ld_act % 4 == 0 && (reinterpret_cast<uintptr_t>(p.act_out) & 7) == 0;
+        if (col4 < p.ld_act)
+          store_quad(static_cast<T*>(p.act_out) + (int64_t(m_tile) * BT + row) * p.ld_act + col4,
+                     v, vec, p.ld_act - col4);
       } else {
-        if (slot < 0 || col >= p.n) continue;
-        const float w = p.slot_weights ? p.slot_weights[slot] : 1.0f;
-        const float bv = bias && split == 0 ? ElemOps<T>::to_float(bias[col]) : 0.0f;
-        atomicAdd(p.out + int64_t(slot / p.top_k) * p.ldo + col, w * (acc[b][f] + bv));
+        const int slot = s_slot[row];
+        const bool vec = p.ldo % 4 == 0 && (reinterpret_cast<uintptr_t>(p.out) & 15) == 0;
+        if (slot >= 0 && col4 < p.n)
+          add_quad(p.out + int64_t(slot / p.top_k) * p.ldo + col4, v, vec, p.n - col4);
       }
     }
   }
@@ -613,8 +793,11 @@ cudaError_t make_tile_map(CUtensorMap* map, bool bf16, const void* base, int k, 
 // Both maps of one launch: A (or the tokens) [max_tiles * rows_a, k] in sorted order, read in
 // boxes of rows_a rows; the weights as [halves, n, k] (gate-up: 2 halves per expert), boxes of
 // rows_w rows. TMA needs 16-byte row strides and 64-element K boundaries between splits.
+// What map_a holds: the sorted rows (boxes of rows_a rows), or nothing (a copy of map_w, never
+// read: the x_direct rows read A with cp.async).
+enum class AMap { Sorted, None };
 cudaError_t make_gemm_maps(const GemmParams& p, bool bf16, bool gate_up, int split_k, int rows_a,
-                           int rows_w, CUtensorMap* map_a, CUtensorMap* map_w);
+                           int rows_w, CUtensorMap* map_a, CUtensorMap* map_w, AMap a_map);
 
 // Encodes both maps and launches (dependent launch); the caller set the shared-memory limit.
 // persistent: a grid of one CTA per SM (or set_persistent_ctas's limit) over every tile, else
@@ -622,28 +805,41 @@ cudaError_t make_gemm_maps(const GemmParams& p, bool bf16, bool gate_up, int spl
 using TmaKernelFn = void (*)(GemmParams, CUtensorMap, CUtensorMap);
 cudaError_t launch_tma_kernel(TmaKernelFn kernel, const GemmParams& p, int split_k, bool bf16,
                               bool gate_up, int rows_a, int rows_w, int threads, size_t smem,
-                              cudaStream_t stream, bool persistent = false);
+                              cudaStream_t stream, bool persistent = false,
+                              AMap a_map = AMap::Sorted);
 
-template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB = 1>
+template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB = 1, bool XDIRECT = false>
 cudaError_t launch_tma_gemm(const GemmParams& p, int split_k, cudaStream_t stream) {
-  using C = TmaTile<T, BM, BN, STAGES, GATE_UP, MINB>;
+  using C = TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT>;
+  auto kernel = &tma_gemm_kernel<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT>;
   static const cudaError_t attr = cudaFuncSetAttribute(
-      &tma_gemm_kernel<T, BM, BN, STAGES, GATE_UP, MINB>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes));
+      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes));
   if (attr != cudaSuccess) return attr;
-  return launch_tma_kernel(&tma_gemm_kernel<T, BM, BN, STAGES, GATE_UP, MINB>, p, split_k,
-                           std::is_same<T, __nv_bfloat16>::value, GATE_UP, BM, C::kBoxRowsB,
-                           C::kThreads, C::kSmemBytes, stream);
+  return launch_tma_kernel(kernel, p, split_k, std::is_same<T, __nv_bfloat16>::value, GATE_UP, BM,
+                           C::kBoxRowsB, C::kThreads, C::kSmemBytes, stream, false,
+                           XDIRECT ? AMap::None : AMap::Sorted);
 }
 
 template <typename T, int BN, int STAGES, bool GATE_UP>
 cudaError_t launch_tma_ping(const GemmParams& p, int split_k, cudaStream_t stream) {
   using C = PingTile<T, BN, STAGES, GATE_UP>;
+  auto kernel = &tma_ping_kernel<T, BN, STAGES, GATE_UP>;
   static const cudaError_t attr = cudaFuncSetAttribute(
-      &tma_ping_kernel<T, BN, STAGES, GATE_UP>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes));
+      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes));
   if (attr != cudaSuccess) return attr;
-  return launch_tma_kernel(&tma_ping_kernel<T, BN, STAGES, GATE_UP>, p, split_k,
-                           std::is_same<T, __nv_bfloat16>::value, GATE_UP, C::BM, C::kBoxRowsB,
-                           C::kThreads, C::kSmemBytes, stream, true);
+  return launch_tma_kernel(kernel, p, split_k, std::is_same<T, __nv_bfloat16>::value, GATE_UP,
+                           C::BM, C::kBoxRowsB, C::kThreads, C::kSmemBytes, stream, true);
+}
+
+template <typename T, int BN, int STAGES, bool GATE_UP>
+cudaError_t launch_tma_coop(const GemmParams& p, int split_k, cudaStream_t stream) {
+  using C = CoopTile<T, BN, STAGES, GATE_UP>;
+  auto kernel = &tma_coop_kernel<T, BN, STAGES, GATE_UP>;
+  static const cudaError_t attr = cudaFuncSetAttribute(
+      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes));
+  if (attr != cudaSuccess) return attr;
+  return launch_tma_kernel(kernel, p, split_k, std::is_same<T, __nv_bfloat16>::value, GATE_UP,
+                           C::BM, C::kBoxRowsB, C::kThreads, C::kSmemBytes, stream, true);
 }
 
 template <typename T, int BT, int MW, int STAGES, bool GATE_UP>

@@ -115,9 +115,64 @@ __device__ __forceinline__ void wg_load_tile(const GemmParams& p, uint32_t sa,
   }
 }
 
+// Lanes l and l ^ 1 of an m64 fragment hold columns c, c + 1 (l even) and c + 2, c + 3 (l odd)
+// of rows r (pair lo) and r + 8 (pair hi). One exchange leaves the even lane with row r's four
+// columns and the odd lane with row r + 8's, in order: 16-byte atomics and 8-byte stores instead
+// of twice as many of half the width.
+__device__ __forceinline__ void rows_to_quads(int lane, float lo0, float lo1, float hi0, float hi1,
+                                              float (&q)[4]) {
+  const bool odd = lane & 1;
+  const float r0 = __shfl_xor_sync(0xffffffffu, odd ? lo0 : hi0, 1);
+  const float r1 = __shfl_xor_sync(0xffffffffu, odd ? lo1 : hi1, 1);
+  q[0] = odd ? r0 : lo0;
+  q[1] = odd ? r1 : lo1;
+  q[2] = odd ? hi0 : r0;
+  q[3] = odd ? hi1 : r1;
+}
+
+// Four consecutive floats added into out (16-byte aligned when vec), or those below `limit`
+// one by one.
+__device__ __forceinline__ void add_quad(float* out, const float (&q)[4], bool vec, int limit) {
+  if (vec && limit >= 4) {
+    atomic_add4(out, q[0], q[1], q[2], q[3]);
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+    if (j < limit) atomicAdd(out + j, q[j]);
+}
+// Four consecutive 16-bit elements stored (8-byte aligned when vec), or those below `limit`.
+template <typename T>
+__device__ __forceinline__ void store_quad(T* out, const float (&q)[4], bool vec, int limit) {
+  if (vec && limit >= 4) {
+    *reinterpret_cast<uint2*>(out) = make_uint2(ElemOps<T>::pack2(q[0], q[1]), ElemOps<T>::pack2(q[2], q[3]));
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+    if (j < limit) out[j] = ElemOps<T>::from_float(q[j]);
+}
+
+// gate * weight (+ bias), up * weight (+ bias) -> the activation of output column col, or 0 for a
+// padding row or a column past n.
+template <typename T>
+__device__ __forceinline__ float gate_up_value(const GemmParams& p, const T* bias, bool row_valid,
+                                               float w, float g, float u, int col) {
+  if (!row_valid || col >= p.n) return 0.0f;
+  g *= w;
+  u *= w;
+  if (bias) {
+    g += ElemOps<T>::to_float(bias[p.gate_row0 + col]);
+    u += ElemOps<T>::to_float(bias[p.up_row0 + col]);
+  }
+  return apply_act(p.act, g, u, p.alpha, p.limit);
+}
+
 // The epilogue of one consumer warpgroup `wg` (64 rows; ctid = thread index within it) holding
 // the m64 x BN accumulator fragment `acc`: gate-up applies bias + activation and stores the
-// intermediate row; down scales by the routing weight and adds into the fp32 output.
+// intermediate row; down scales by the routing weight and adds into the fp32 output. Fragment
+// f: row 16 * warp + lane / 4 + 8 * ((f % 4) / 2), column 8 * (f / 4) + 2 * (lane % 4) + f % 2;
+// rows_to_quads pairs f and f + 2 so each lane writes four consecutive columns of one row.
 template <typename T, int BM, int BN, bool GATE_UP>
 __device__ __forceinline__ void wg_epilogue(const GemmParams& p, const float* acc, int wg,
                                             int ctid, const int32_t* s_slot, int m_tile,
@@ -126,52 +181,42 @@ __device__ __forceinline__ void wg_epilogue(const GemmParams& p, const float* ac
   const int lane = ctid % 32, warp_in_wg = ctid / 32;
   const T* bias =
       p.bias ? static_cast<const T*>(p.bias) + int64_t(expert) * p.bias_expert_stride : nullptr;
-  constexpr int kPairs = GATE_UP ? kAcc / 2 : kAcc;
+  const int row_lo = wg * 64 + warp_in_wg * 16 + lane / 4;
+  const int slot_lo = s_slot[row_lo], slot_hi = s_slot[row_lo + 8];
+  const float w_lo = slot_lo >= 0 && p.slot_weights ? p.slot_weights[slot_lo] : 1.0f;
+  const float w_hi = slot_hi >= 0 && p.slot_weights ? p.slot_weights[slot_hi] : 1.0f;
+  const int slot = lane & 1 ? slot_hi : slot_lo;  // the row this lane writes
+  const int col_off = 4 * ((lane % 4) / 2);
+  if constexpr (GATE_UP) {
+    const int64_t prow = int64_t(m_tile) * BM + row_lo + 8 * (lane & 1);
+    T* dst = static_cast<T*>(p.act_out) + prow * p.ld_act;
+    const bool vec = p.ld_act % 4 == 0 && (reinterpret_cast<uintptr_t>(p.act_out) & 7) == 0;
 #pragma unroll
-  for (int f = 0; f < kPairs; f += 2) {
-    const int row = wg * 64 + warp_in_wg * 16 + lane / 4 + 8 * ((f % 4) / 2);
-    const int col = col0 + 8 * (f / 4) + 2 * (lane % 4);
-    const int slot = s_slot[row];
-    const int64_t prow = int64_t(m_tile) * BM + row;
-    if constexpr (GATE_UP) {
-      if (col >= p.ld_act) continue;
-      float v0 = 0.0f, v1 = 0.0f;
-      if (slot >= 0) {
-        const float w = p.slot_weights ? p.slot_weights[slot] : 1.0f;
-        float g0 = acc[f] * w, g1 = acc[f + 1] * w;
-        float u0 = acc[f + kAcc / 2] * w, u1 = acc[f + 1 + kAcc / 2] * w;
-        if (bias) {
-          if (col < p.n) {
-            g0 += ElemOps<T>::to_float(bias[p.gate_row0 + col]);
-            u0 += ElemOps<T>::to_float(bias[p.up_row0 + col]);
-          }
-          if (col + 1 < p.n) {
-            g1 += ElemOps<T>::to_float(bias[p.gate_row0 + col + 1]);
-            u1 += ElemOps<T>::to_float(bias[p.up_row0 + col + 1]);
-          }
-        }
-        v0 = col < p.n ? apply_act(p.act, g0, u0, p.alpha, p.limit) : 0.0f;
-        v1 = col + 1 < p.n ? apply_act(p.act, g1, u1, p.alpha, p.limit) : 0.0f;
-      }
-      T* dst = static_cast<T*>(p.act_out) + prow * p.ld_act + col;
-      if (col + 1 < p.ld_act)
-        *reinterpret_cast<uint32_t*>(dst) = ElemOps<T>::pack2(v0, v1);
-      else
-        *dst = ElemOps<T>::from_float(v0);
-    } else {
-      if (slot < 0 || col >= p.n) continue;
-      const float w = p.slot_weights ? p.slot_weights[slot] : 1.0f;
-      const bool add_bias = bias && split == 0;
-      const float b0 = add_bias ? ElemOps<T>::to_float(bias[col]) : 0.0f;
-      const float b1 = add_bias && col + 1 < p.n ? ElemOps<T>::to_float(bias[col + 1]) : 0.0f;
-      float* o = p.out + int64_t(slot / p.top_k) * p.ldo + col;
-      const float v0 = w * (acc[f] + b0), v1 = w * (acc[f + 1] + b1);
-      if (col + 1 < p.n && (p.ldo % 2) == 0) {
-        atomic_add2(o, v0, v1);
-      } else {
-        atomicAdd(o, v0);
-        if (col + 1 < p.n) atomicAdd(o + 1, v1);
-      }
+    for (int f = 0; f < kAcc / 2; f += 4) {
+      const int c = col0 + 8 * (f / 4) + 2 * (lane % 4);
+      const float* up = acc + kAcc / 2;
+      float q[4];
+      rows_to_quads(lane, gate_up_value(p, bias, slot_lo >= 0, w_lo, acc[f], up[f], c),
+                    gate_up_value(p, bias, slot_lo >= 0, w_lo, acc[f + 1], up[f + 1], c + 1),
+                    gate_up_value(p, bias, slot_hi >= 0, w_hi, acc[f + 2], up[f + 2], c),
+                    gate_up_value(p, bias, slot_hi >= 0, w_hi, acc[f + 3], up[f + 3], c + 1), q);
+      const int c4 = col0 + 8 * (f / 4) + col_off;
+      if (c4 < p.ld_act) store_quad(dst + c4, q, vec, p.ld_act - c4);
+    }
+  } else {
+    const bool add_bias = bias && split == 0;
+    float* dst = slot >= 0 ? p.out + int64_t(slot / p.top_k) * p.ldo : nullptr;
+    const bool vec = p.ldo % 4 == 0 && (reinterpret_cast<uintptr_t>(p.out) & 15) == 0;
+#pragma unroll
+    for (int f = 0; f < kAcc; f += 4) {
+      const int c = col0 + 8 * (f / 4) + 2 * (lane % 4);
+      const float b0 = add_bias && c < p.n ? ElemOps<T>::to_float(bias[c]) : 0.0f;
+      const float b1 = add_bias && c + 1 < p.n ? ElemOps<T>::to_float(bias[c + 1]) : 0.0f;
+      float q[4];
+      rows_to_quads(lane, w_lo * (acc[f] + b0), w_lo * (acc[f + 1] + b1), w_hi * (acc[f + 2] + b0),
+                    w_hi * (acc[f + 3] + b1), q);
+      const int c4 = col0 + 8 * (f / 4) + col_off;
+      if (dst && c4 < p.n) add_quad(dst + c4, q, vec, p.n - c4);
     }
   }
 }

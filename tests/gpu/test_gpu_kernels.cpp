@@ -467,6 +467,8 @@ TEST_CASE("gpu fused experts match the float64 oracle in every tile configuratio
     run_all_configs(v, 7, 136, 72, 2, {1, 19, 111}, {1, 3}, ++seed);
     run_all_configs(v, 5, 100, 43, 3, {1, 19, 111}, {1, 2}, ++seed);  // H, I not multiples of 8
   }
+  // An output row stride that is not a multiple of 4 floats: the epilogues' one-by-one path.
+  run_all_configs(kVariants[1], 4, 98, 40, 2, {19, 111}, {1}, ++seed);
 }
 
 TEST_CASE("gpu fused experts, small case for compute-sanitizer", "[gpu][experts][sanitize]") {
@@ -503,6 +505,26 @@ TEST_CASE("gpu persistent ping-pong rows, small case for compute-sanitizer",
   }
   PersistentCtas limit(2);
   run_all_configs(kVariants[1], 5, 100, 43, 3, {111}, {1, 2}, 13, "tma_p");
+}
+
+TEST_CASE("gpu persistent cooperative rows, each CTA walking many tiles", "[gpu][experts][coop]") {
+  if (!kernels::wgmma_available()) {
+    WARN("no wgmma on this GPU: the tma_c rows do not run");
+    return;
+  }
+  PersistentCtas limit(3);
+  run_all_configs(kVariants[0], 3, 264, 136, 2, {700}, {1, 2}, 14, "tma_c");
+  run_all_configs(kVariants[3], 5, 100, 43, 3, {1, 111}, {1, 3}, 15, "tma_c");
+}
+
+TEST_CASE("gpu persistent cooperative rows, small case for compute-sanitizer",
+          "[gpu][experts][coop][sanitize]") {
+  if (!kernels::wgmma_available()) {
+    WARN("no wgmma on this GPU: the tma_c rows do not run");
+    return;
+  }
+  PersistentCtas limit(2);
+  run_all_configs(kVariants[1], 5, 100, 43, 3, {111}, {1, 2}, 16, "tma_c");
 }
 
 namespace {
