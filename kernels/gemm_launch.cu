@@ -91,8 +91,8 @@ namespace {
 // Hopper (sm_90a): the rows and boundaries are the winners of `moe-tool bench --sweep` on an H200
 // for the four perf-anchors.md shapes (docs/perf.md, "tile choice"). Few slots per expert: the
 // swapped-operand TMA rows (weights as wgmma's M), token tiles of 8, 16 or 32; more: the TMA
-// warp-specialized rows with 64- then 128-row tiles. The persistent tma_p64* rows never won a
-// cell there and are left to the sweep.
+// warp-specialized rows with 64- then 128-row tiles, the persistent cooperative rows (tma_c*)
+// for few experts or many slots per expert.
 TileChoice choose_hopper(const Tables& t, int slots, int64_t active, int num_local, int inter,
                          int hidden, int sm_count) {
   const double per_expert = double(slots) / std::max(1, num_local);
@@ -109,9 +109,11 @@ TileChoice choose_hopper(const Tables& t, int slots, int64_t active, int num_loc
     const int64_t tiles = std::max<int64_t>(active, ceil_div(slots, c.block_m));
     c.down_split_k = pick_split(tiles * ceil_div(hidden, 64), inter, 64, sm_count);
   } else if (narrow && per_expert <= 96) {
-    c.block_m = 64;  // a narrow intermediate (DeepSeek-V3 TP8): few N tiles for the swap rows
-    c.gate_up_cfg = find(t.gate_up, "wg_m64n64");
-    c.down_cfg = find(t.down, "tma_m64n128s3");  // K of four tiles: three CTAs per SM
+    // A narrow intermediate with a wide hidden size (DeepSeek-V3 TP8): gate-up reads x in place
+    // (a gather pass would copy 14 KB rows), down walks its short-K tiles persistently.
+    c.block_m = 64;
+    c.gate_up_cfg = find(t.gate_up, "tma_m64n64x");
+    c.down_cfg = find(t.down, "tma_p64n128");
   } else if (per_expert <= 24 || (few_experts && per_expert <= 40)) {
     c.block_m = 32;
     c.gate_up_cfg = find(t.gate_up, "swap_t32n64");
@@ -122,11 +124,21 @@ TileChoice choose_hopper(const Tables& t, int slots, int64_t active, int num_loc
     c.down_cfg = find(t.down, short_k ? "tma_m64n128s3" : "tma_m64n128");
   } else {
     c.block_m = 128;
-    // Gate-up tiles of 128 activation columns only where the GEMM has few N tiles (a narrow
-    // intermediate) or few experts; else 64 columns, two CTAs per SM.
-    const bool n128 = narrow || (few_experts && per_expert <= 512);
-    c.gate_up_cfg = find(t.gate_up, n128 ? "tma_m128n128" : "tma_m128n64s3");
-    c.down_cfg = find(t.down, short_k ? "tma_m128n128s3" : "tma_m128n256");
+    if (few_experts) {
+      // Long K, few experts (Mixtral): 128 x 128 persistent gate-up tiles; the down GEMM split
+      // in two, its 128 x 256 tiles a few waves only.
+      c.gate_up_cfg = find(t.gate_up, "tma_c128n128");
+      c.down_cfg = find(t.down, "tma_m128n256");
+      c.down_split_k = 2;
+    } else if (short_k && per_expert > 512) {
+      c.gate_up_cfg = find(t.gate_up, "tma_c128n128");  // qwen3 16384 tokens
+      c.down_cfg = find(t.down, "tma_m128n128s3");
+    } else {
+      // 64-column gate-up tiles, two CTAs per SM; 128 x 256 down tiles (the 16-byte atomics of
+      // the epilogue made the wide down tile the faster one for a short K too).
+      c.gate_up_cfg = find(t.gate_up, "tma_m128n64s3");
+      c.down_cfg = find(t.down, "tma_m128n256");
+    }
   }
   return c;
 }
