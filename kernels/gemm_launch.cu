@@ -118,6 +118,13 @@ TileChoice choose_hopper(const Tables& t, int slots, int64_t active, int num_loc
     c.block_m = 32;
     c.gate_up_cfg = find(t.gate_up, "swap_t32n64");
     c.down_cfg = find(t.down, "swap_t32n64s6");
+  } else if (per_expert <= 40 || (few_experts && per_expert <= 72)) {
+    // 32 or 64 expected slots per expert (gpt-oss 1024 tokens, Mixtral 256): one 48- or 80-token
+    // tile holds an expert's slots and their spread, where 64-row tiles would give about half
+    // the experts a second tile of padding (or 128-row tiles half a tile of it).
+    c.block_m = per_expert <= 40 ? 48 : 80;
+    c.gate_up_cfg = find(t.gate_up, c.block_m == 48 ? "swap_t48n64" : "swap_t80n64");
+    c.down_cfg = find(t.down, c.block_m == 48 ? "swap_t48n128" : "swap_t80n128");
   } else if (per_expert <= 96 && !few_experts) {
     c.block_m = 64;  // two CTAs per SM: one's epilogue overlaps the other's main loop
     c.gate_up_cfg = find(t.gate_up, "tma_m64n64");

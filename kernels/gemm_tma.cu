@@ -211,6 +211,8 @@ const TileConfig kSwapGateUpConfigs[] = {
     MOE_SWAP_ROW("swap_t8n64", 8, 2, 6, true),
     MOE_SWAP_ROW("swap_t16n64", 16, 2, 6, true),
     MOE_SWAP_ROW("swap_t32n64", 32, 2, 5, true),
+    MOE_SWAP_ROW("swap_t48n64", 48, 2, 4, true),
+    MOE_SWAP_ROW("swap_t80n64", 80, 2, 4, true),
 };
 const int kSwapGateUpConfigCount = sizeof(kSwapGateUpConfigs) / sizeof(kSwapGateUpConfigs[0]);
 
@@ -225,6 +227,10 @@ const TileConfig kSwapDownConfigs[] = {
     // 32-token tiles with fewer stages: three CTAs per SM.
     MOE_SWAP_ROW("swap_t32n128s3", 32, 2, 3, false),
     MOE_SWAP_ROW("swap_t32n64s6", 32, 1, 6, false),
+    // An expert's 32 or 64 expected slots and their spread in one tile (gate-up's rows too).
+    MOE_SWAP_ROW("swap_t48n128", 48, 2, 4, false),
+    MOE_SWAP_ROW("swap_t80n128", 80, 2, 4, false),
+    MOE_SWAP_ROW("swap_t80n64", 80, 1, 6, false),
 };
 const int kSwapDownConfigCount = sizeof(kSwapDownConfigs) / sizeof(kSwapDownConfigs[0]);
 

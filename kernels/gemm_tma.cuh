@@ -545,7 +545,9 @@ __global__ void __launch_bounds__(384, 1)
 // ---- swapped operands, for few tokens per expert --------------------------------------------
 // With a handful of tokens per expert the GEMMs stream weights and the tensor cores idle, but
 // wgmma's M is at least 64. So the weights are the M operand (64-row blocks) and the tokens the
-// N operand (BT = 8, 16 or 32 rows of the sorted layout): D[weight row][token]. One consumer
+// N operand (BT = 8, 16 or 32 rows of the sorted layout; 48 or 80 where an expert expects 32 or
+// 64 slots: one tile holds them and their spread, where 64-row tiles would take a second, mostly
+// padding, tile for about half the experts): D[weight row][token]. One consumer
 // warpgroup and one producer warp per CTA, small stages, several CTAs per SM: many weight
 // bytes in flight per SM through TMA. Gate-up: block 0 holds 64 gate rows and block 1 the same
 // 64 up rows, so one thread has gate and up of an output element in its two accumulators.
@@ -553,52 +555,49 @@ template <int N, typename T>
 __device__ __forceinline__ void wgmma_m64nNk16(float* d, uint64_t desc_a, uint64_t desc_b);
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define MOE_WGMMA_N8(TYPE, PTX)                                                           \
+// One specialization per token-tile width N: N / 2 accumulators per thread (REGS: their "%i"
+// list, OUTS: their operands); the two descriptors and the scale-d predicate follow them.
+#define MOE_WGMMA_SPEC(N, TYPE, PTX, REGS, OUTS, A, B, P)                                  \
   template <>                                                                               \
-  __device__ __forceinline__ void wgmma_m64nNk16<8, TYPE>(float* d, uint64_t desc_a,        \
+  __device__ __forceinline__ void wgmma_m64nNk16<N, TYPE>(float* d, uint64_t desc_a,        \
                                                           uint64_t desc_b) {                \
-    asm volatile(                                                                           \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %6, 0;\n"                                      \
-        "wgmma.mma_async.sync.aligned.m64n8k16.f32." PTX "." PTX " "                       \
-        "{%0, %1, %2, %3}, %4, %5, p, 1, 1, 0, 0;\n"   \
-        "}\n"                                                                                \
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])   \
-        : "l"(desc_a), "l"(desc_b), "r"(1));                                                \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" P ", 0;\n"                            \
+                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." PTX "." PTX " {" REGS   \
+                 "}, %" A ", %" B ", p, 1, 1, 0, 0;\n}\n"                                  \
+                 : OUTS                                                                     \
+                 : "l"(desc_a), "l"(desc_b), "r"(1));                                       \
   }
-MOE_WGMMA_N8(__nv_bfloat16, "bf16")
-MOE_WGMMA_N8(__half, "f16")
-#undef MOE_WGMMA_N8
-#define MOE_WGMMA_N16(TYPE, PTX)                                                           \
-  template <>                                                                               \
-  __device__ __forceinline__ void wgmma_m64nNk16<16, TYPE>(float* d, uint64_t desc_a,        \
-                                                          uint64_t desc_b) {                \
-    asm volatile(                                                                           \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"                                      \
-        "wgmma.mma_async.sync.aligned.m64n16k16.f32." PTX "." PTX " "                       \
-        "{%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, 0, 0;\n"   \
-        "}\n"                                                                                \
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])   \
-        : "l"(desc_a), "l"(desc_b), "r"(1));                                                \
-  }
-MOE_WGMMA_N16(__nv_bfloat16, "bf16")
-MOE_WGMMA_N16(__half, "f16")
-#undef MOE_WGMMA_N16
-#define MOE_WGMMA_N32(TYPE, PTX)                                                           \
-  template <>                                                                               \
-  __device__ __forceinline__ void wgmma_m64nNk16<32, TYPE>(float* d, uint64_t desc_a,        \
-                                                          uint64_t desc_b) {                \
-    asm volatile(                                                                           \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"                                      \
-        "wgmma.mma_async.sync.aligned.m64n32k16.f32." PTX "." PTX " "                       \
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n"   \
-        "}\n"                                                                                \
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),   \
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])   \
-        : "l"(desc_a), "l"(desc_b), "r"(1));                                                \
-  }
-MOE_WGMMA_N32(__nv_bfloat16, "bf16")
-MOE_WGMMA_N32(__half, "f16")
-#undef MOE_WGMMA_N32
+#define MOE_WGMMA_REGS_8 "%0, %1, %2, %3"
+#define MOE_WGMMA_OUTS_8 "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+MOE_WGMMA_SPEC(8, __nv_bfloat16, "bf16", MOE_WGMMA_REGS_8, MOE_WGMMA_OUTS_8, "4", "5", "6")
+MOE_WGMMA_SPEC(8, __half, "f16", MOE_WGMMA_REGS_8, MOE_WGMMA_OUTS_8, "4", "5", "6")
+#undef MOE_WGMMA_REGS_8
+#undef MOE_WGMMA_OUTS_8
+#define MOE_WGMMA_REGS_16 "%0, %1, %2, %3, %4, %5, %6, %7"
+#define MOE_WGMMA_OUTS_16 "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+MOE_WGMMA_SPEC(16, __nv_bfloat16, "bf16", MOE_WGMMA_REGS_16, MOE_WGMMA_OUTS_16, "8", "9", "10")
+MOE_WGMMA_SPEC(16, __half, "f16", MOE_WGMMA_REGS_16, MOE_WGMMA_OUTS_16, "8", "9", "10")
+#undef MOE_WGMMA_REGS_16
+#undef MOE_WGMMA_OUTS_16
+#define MOE_WGMMA_REGS_32 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+#define MOE_WGMMA_OUTS_32 "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+MOE_WGMMA_SPEC(32, __nv_bfloat16, "bf16", MOE_WGMMA_REGS_32, MOE_WGMMA_OUTS_32, "16", "17", "18")
+MOE_WGMMA_SPEC(32, __half, "f16", MOE_WGMMA_REGS_32, MOE_WGMMA_OUTS_32, "16", "17", "18")
+#undef MOE_WGMMA_REGS_32
+#undef MOE_WGMMA_OUTS_32
+#define MOE_WGMMA_REGS_48 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23"
+#define MOE_WGMMA_OUTS_48 "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23])
+MOE_WGMMA_SPEC(48, __nv_bfloat16, "bf16", MOE_WGMMA_REGS_48, MOE_WGMMA_OUTS_48, "24", "25", "26")
+MOE_WGMMA_SPEC(48, __half, "f16", MOE_WGMMA_REGS_48, MOE_WGMMA_OUTS_48, "24", "25", "26")
+#undef MOE_WGMMA_REGS_48
+#undef MOE_WGMMA_OUTS_48
+#define MOE_WGMMA_REGS_80 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39"
+#define MOE_WGMMA_OUTS_80 "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39])
+MOE_WGMMA_SPEC(80, __nv_bfloat16, "bf16", MOE_WGMMA_REGS_80, MOE_WGMMA_OUTS_80, "40", "41", "42")
+MOE_WGMMA_SPEC(80, __half, "f16", MOE_WGMMA_REGS_80, MOE_WGMMA_OUTS_80, "40", "41", "42")
+#undef MOE_WGMMA_REGS_80
+#undef MOE_WGMMA_OUTS_80
+#undef MOE_WGMMA_SPEC
 #else
 template <int N, typename T>
 __device__ __forceinline__ void wgmma_m64nNk16(float*, uint64_t, uint64_t) {
@@ -637,7 +636,8 @@ struct SwapTile {
   static constexpr int kWBytes = kWRows * 128, kTBytes = BT * 128;
   static constexpr int kStageBytes = kWBytes + kTBytes;
   static constexpr size_t kSmemBytes = size_t(STAGES) * kStageBytes + BT * 4 + 2 * STAGES * 8 + 1024;
-  static_assert(BT == 8 || BT == 16 || BT == 32, "token tile of one n8/n16/n32 instruction");
+  static_assert(BT == 8 || BT == 16 || BT == 32 || BT == 48 || BT == 80,
+                "token tile of one m64nBTk16 instruction (wgmma_m64nNk16 above)");
   static_assert(!GATE_UP || MW == 2, "gate-up pairs one gate block with one up block");
   static_assert(MW == 1 || MW == 2, "one or two m64 blocks");
   static_assert(kWBytes % 1024 == 0, "token tile stays 1024-aligned");
