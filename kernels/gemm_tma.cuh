@@ -103,7 +103,6 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map
 // writes x in sorted order first. cp.async writes through the generic proxy and wgmma reads
 // through the async proxy: each lane waits for its copies of a stage one stage later, fences
 // the proxies and arrives on the stage's full barrier (with the TMA's expect-tx arrival, 33).
-
 template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB = 1, bool XDIRECT = false>
 struct TmaTile {
   static constexpr int BK = 64;  // one 128-byte swizzle row per tile row
