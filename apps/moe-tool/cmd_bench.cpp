@@ -116,7 +116,9 @@ static moe::cli::Registrar reg(70, [](CLI::App& app) {
   sub->add_option("--check-max-tokens", a->check_max_tokens,
                   "Compare with the naive kernel up to this many tokens")
       ->capture_default_str();
-  sub->add_flag("--sweep", a->sweep, "Also time every tile configuration (tuning)");
+  sub->add_flag("--sweep", a->sweep,
+                "Also time, per block height near the cell, every gate-up row, then every down "
+                "row and split with the best of them (tuning)");
   sub->add_flag("--breakdown", a->breakdown,
                 "Also time the alignment, gate-up and down launches, each alone");
   sub->add_option("--sweep-rows", a->sweep_rows,
