@@ -132,11 +132,11 @@ TileChoice choose_hopper(const Tables& t, int slots, int64_t active, int num_loc
   } else {
     c.block_m = 128;
     if (few_experts) {
-      // Long K, few experts (Mixtral): 128 x 128 persistent gate-up tiles; the down GEMM split
-      // in two, its 128 x 256 tiles a few waves only.
+      // Few experts (Mixtral): 128 x 128 persistent gate-up tiles; a long down K split in two,
+      // its 128 x 256 tiles a few waves only.
       c.gate_up_cfg = find(t.gate_up, "tma_c128n128");
       c.down_cfg = find(t.down, "tma_m128n256");
-      c.down_split_k = 2;
+      c.down_split_k = inter >= 4096 ? 2 : 1;
     } else if (short_k && per_expert > 512) {
       c.gate_up_cfg = find(t.gate_up, "tma_c128n128");  // qwen3 16384 tokens
       c.down_cfg = find(t.down, "tma_m128n128s3");

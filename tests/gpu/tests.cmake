@@ -6,6 +6,10 @@ if(MOE_HAVE_CUDA)
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_gpu_kernels.cpp ${CMAKE_CURRENT_LIST_DIR}/gpu_fixtures.cpp
     LABELS gpu
     LIBS moe_runtime)
+  # The tile choice is host code of the kernels library: it runs without a GPU (label cpu).
+  moe_add_test(NAME test_tile_choice
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_tile_choice.cpp
+    LIBS moe_runtime)
 endif()
 moe_add_test(NAME test_cuda_backend
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cuda_backend.cpp
