@@ -450,8 +450,6 @@ __global__ void __launch_bounds__(384, 1)
 #endif
 }
 
-
-
 // ---- persistent cooperative rows, for many tokens per expert ---------------------------------
 // One CTA per SM walks the tiles as the ping-pong rows do, but both consumer warpgroups share
 // each 128-row tile (64 rows each, as tma_gemm_kernel): the tile, and so the bytes per FLOP, of

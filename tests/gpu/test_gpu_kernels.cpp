@@ -487,11 +487,15 @@ struct PersistentCtas {
   ~PersistentCtas() { kernels::set_persistent_ctas(0); }
 };
 
+// The persistent rows need wgmma: false (with a warning naming the rows) where it is absent.
+bool wgmma_rows_run(const char* rows) {
+  if (kernels::wgmma_available()) return true;
+  WARN("no wgmma on this GPU: the " << rows << " rows do not run");
+  return false;
+}
+
 TEST_CASE("gpu persistent ping-pong rows, each CTA walking many tiles", "[gpu][experts][ping]") {
-  if (!kernels::wgmma_available()) {
-    WARN("no wgmma on this GPU: the tma_p rows do not run");
-    return;
-  }
+  if (!wgmma_rows_run("tma_p")) return;
   PersistentCtas limit(3);
   run_all_configs(kVariants[0], 3, 264, 136, 2, {700}, {1, 2}, 11, "tma_p");
   run_all_configs(kVariants[3], 5, 100, 43, 3, {1, 111}, {1, 3}, 12, "tma_p");
@@ -499,19 +503,13 @@ TEST_CASE("gpu persistent ping-pong rows, each CTA walking many tiles", "[gpu][e
 
 TEST_CASE("gpu persistent ping-pong rows, small case for compute-sanitizer",
           "[gpu][experts][ping][sanitize]") {
-  if (!kernels::wgmma_available()) {
-    WARN("no wgmma on this GPU: the tma_p rows do not run");
-    return;
-  }
+  if (!wgmma_rows_run("tma_p")) return;
   PersistentCtas limit(2);
   run_all_configs(kVariants[1], 5, 100, 43, 3, {111}, {1, 2}, 13, "tma_p");
 }
 
 TEST_CASE("gpu persistent cooperative rows, each CTA walking many tiles", "[gpu][experts][coop]") {
-  if (!kernels::wgmma_available()) {
-    WARN("no wgmma on this GPU: the tma_c rows do not run");
-    return;
-  }
+  if (!wgmma_rows_run("tma_c")) return;
   PersistentCtas limit(3);
   run_all_configs(kVariants[0], 3, 264, 136, 2, {700}, {1, 2}, 14, "tma_c");
   run_all_configs(kVariants[3], 5, 100, 43, 3, {1, 111}, {1, 3}, 15, "tma_c");
@@ -519,10 +517,7 @@ TEST_CASE("gpu persistent cooperative rows, each CTA walking many tiles", "[gpu]
 
 TEST_CASE("gpu persistent cooperative rows, small case for compute-sanitizer",
           "[gpu][experts][coop][sanitize]") {
-  if (!kernels::wgmma_available()) {
-    WARN("no wgmma on this GPU: the tma_c rows do not run");
-    return;
-  }
+  if (!wgmma_rows_run("tma_c")) return;
   PersistentCtas limit(2);
   run_all_configs(kVariants[1], 5, 100, 43, 3, {111}, {1, 2}, 16, "tma_c");
 }
