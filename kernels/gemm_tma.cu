@@ -42,20 +42,20 @@ cudaError_t make_tile_map(CUtensorMap* map, bool bf16, const void* base, int k, 
   return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
 }
 
-cudaError_t make_gemm_maps(const GemmParams& p, bool bf16, bool gate_up, int split_k, int rows_a,
-                           int rows_w, CUtensorMap* map_a, CUtensorMap* map_w, AMap a_map) {
+cudaError_t make_gemm_maps(const GemmParams& p, bool bf16, int split_k, const TmaLaunch& l,
+                           CUtensorMap* map_a, CUtensorMap* map_w) {
   if (p.num_experts <= 0 || p.lda % 8 != 0 || p.ldb % 8 != 0 ||
       (split_k > 1 && p.k_per_split % 64 != 0) ||
-      p.b_expert_stride != int64_t(gate_up ? 2 : 1) * p.n * p.ldb)
+      p.b_expert_stride != int64_t(l.gate_up ? 2 : 1) * p.n * p.ldb)
     return cudaErrorInvalidValue;
-  const int halves = gate_up ? 2 * p.num_experts : p.num_experts;
+  const int halves = l.gate_up ? 2 * p.num_experts : p.num_experts;
   const cudaError_t e =
-      make_tile_map(map_w, bf16, p.b, p.k, p.n, halves, p.ldb, int64_t(p.n) * p.ldb, rows_w);
-  if (e != cudaSuccess || a_map == AMap::None) {
+      make_tile_map(map_w, bf16, p.b, p.k, p.n, halves, p.ldb, int64_t(p.n) * p.ldb, l.rows_w);
+  if (e != cudaSuccess || l.a_map == AMap::None) {
     *map_a = *map_w;  // x_direct: the kernel never reads map_a
     return e;
   }
-  return make_tile_map(map_a, bf16, p.a, p.k, p.max_tiles * rows_a, 1, p.lda, 0, rows_a);
+  return make_tile_map(map_a, bf16, p.a, p.k, p.max_tiles * l.rows_a, 1, p.lda, 0, l.box_a);
 }
 
 namespace {
@@ -73,19 +73,18 @@ int sm_count_of_device() {
 void set_persistent_ctas(int ctas) { g_persistent_ctas = std::max(0, ctas); }
 
 cudaError_t launch_tma_kernel(TmaKernelFn kernel, const GemmParams& p, int split_k, bool bf16,
-                              bool gate_up, int rows_a, int rows_w, int threads, size_t smem,
-                              cudaStream_t stream, bool persistent, AMap a_map) {
+                              const TmaLaunch& l, cudaStream_t stream) {
   CUtensorMap map_a, map_w;
-  cudaError_t e =
-      make_gemm_maps(p, bf16, gate_up, split_k, rows_a, rows_w, &map_a, &map_w, a_map);
+  cudaError_t e = make_gemm_maps(p, bf16, split_k, l, &map_a, &map_w);
   if (e != cudaSuccess) return e;
   dim3 grid(unsigned(p.max_tiles) * unsigned(p.n_tiles), unsigned(split_k));
-  if (persistent) {
+  if (l.persistent) {
     const int64_t units = int64_t(p.max_tiles) * p.n_tiles * split_k;
     const int ctas = g_persistent_ctas > 0 ? g_persistent_ctas : sm_count_of_device();
     grid = dim3(unsigned(std::min<int64_t>(units, ctas)), 1);
   }
-  return launch_dependent(kernel, grid, dim3(unsigned(threads)), smem, stream, p, map_a, map_w);
+  return launch_dependent(kernel, grid, dim3(unsigned(l.threads)), l.smem, stream, p, map_a,
+                          map_w);
 }
 
 namespace {

@@ -10,6 +10,12 @@
 // [halves, rows, K] (gate-up: 2 * E halves of n rows, gate and up; down: E experts of n rows),
 // so rows past n and K past k read as zeros at every expert's edge, not the next expert's rows.
 // Epilogues are those of gemm_wgmma.cuh (bias, activation, routing weight, top-k sum).
+//
+// A is read in boxes of 64 rows, one per consumer warpgroup. In a 128-row tile whose upper 64
+// rows are all padding (an expert's last tile with at most 64 slots: the alignment puts padding
+// after an expert's slots), only the lower box is loaded and the upper warpgroup issues no
+// wgmma and stores nothing: with about one expert in two taking such a tile at 128 slots per
+// expert, that is a sixth of the tensor work and of the A bytes.
 #pragma once
 #include <cuda.h>
 
@@ -98,6 +104,15 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map
       : "memory");
 }
 
+// A boxes (64 rows each) a tile loads: BM / 64, or 1 where a 128-row tile's rows 64.. are padding.
+template <int BM>
+__device__ __forceinline__ int live_a_boxes(const int32_t* tile_slots) {
+  if constexpr (BM == 128)
+    return tile_slots[64] >= 0 ? 2 : 1;
+  else
+    return 1;
+}
+
 // x_direct (gate-up only): the producer warp reads A as the tile's token rows of x itself with
 // cp.async (32 lanes, 16 bytes each, into the same 128B-swizzled layout), so no gather pass
 // writes x in sorted order first. cp.async writes through the generic proxy and wgmma reads
@@ -112,6 +127,7 @@ struct TmaTile {
   static constexpr int kAcc = BN / 2;
   static constexpr int kOutCols = GATE_UP ? BN / 2 : BN;
   static constexpr int kBoxRowsB = GATE_UP ? BN / 2 : BN;  // gate-up: one box per half
+  static constexpr int kBoxRowsA = 64, kABoxBytes = kBoxRowsA * 128;
   static constexpr int kABytes = BM * 128, kBBytes = BN * 128;
   static constexpr int kStageBytes = kABytes + kBBytes;
   static constexpr int kRowInts = XDIRECT ? 2 * BM : BM;  // slots (+ their token rows)
@@ -167,6 +183,7 @@ __global__ void __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIR
 
   const int col0 = n_tile * C::kOutCols;
   const int KT = k_end > k_begin ? (k_end - k_begin + C::BK - 1) / C::BK : 0;
+  const int a_boxes = XDIRECT ? C::kConsumerGroups : live_a_boxes<BM>(s_slot);
 
   if (XDIRECT && tid >= C::kConsumers) {  // producer warp: B by TMA, A by 32 lanes of cp.async
     const int lane = tid - C::kConsumers;
@@ -214,13 +231,15 @@ __global__ void __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIR
         const uint32_t sb = base + (kt % STAGES) * C::kStageBytes + C::kABytes;
         const uint32_t bar = full0 + 8 * (kt % STAGES);
         const int k0 = k_begin + kt * C::BK;
-        mbar_arrive_expect_tx(bar, C::kStageBytes);
+        mbar_arrive_expect_tx(bar, C::kBBytes + a_boxes * C::kABoxBytes);
         tma_load_3d(sb, &map_b, bar, k0, col0, half_gate);
         if constexpr (GATE_UP) tma_load_3d(sb + C::kBoxRowsB * 128, &map_b, bar, k0, col0, half_up);
       };
       auto load_a = [&](int kt) {
-        tma_load_2d(base + (kt % STAGES) * C::kStageBytes, &map_a, full0 + 8 * (kt % STAGES),
-                    k_begin + kt * C::BK, row_a);
+        const uint32_t sa = base + (kt % STAGES) * C::kStageBytes, bar = full0 + 8 * (kt % STAGES);
+        for (int h = 0; h < a_boxes; ++h)
+          tma_load_2d(sa + h * C::kABoxBytes, &map_a, bar, k_begin + kt * C::BK,
+                      row_a + h * C::kBoxRowsA);
       };
       // The first stages' weights load while the kernel before this one finishes (A is its
       // output: gate-up's gathered x, down's intermediate).
@@ -239,23 +258,27 @@ __global__ void __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIR
   }
 
   const int ctid = tid, wg = ctid / 128;
+  const bool live = wg < a_boxes;  // this warpgroup's 64 rows hold a slot
   float acc[C::kAcc];
 #pragma unroll
   for (int i = 0; i < C::kAcc; ++i) acc[i] = 0.0f;
   for (int kt = 0; kt < KT; ++kt) {
     const int s = kt % STAGES;
     mbar_wait(full0 + 8 * s, (kt / STAGES) & 1);
-    const uint32_t sa = base + s * C::kStageBytes + wg * 64 * 128;
-    const uint32_t sb = base + s * C::kStageBytes + C::kABytes;
-    wgmma_fence();
+    if (live) {
+      const uint32_t sa = base + s * C::kStageBytes + wg * C::kABoxBytes;
+      const uint32_t sb = base + s * C::kStageBytes + C::kABytes;
+      wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-      wgmma_step<T, BN>(acc, sw128_desc(sa + kk * 32), sw128_desc(sb + kk * 32));
-    wgmma_commit();
-    wgmma_wait<1>();  // wgmma kt - 1 done: its stage goes back to the producer
+      for (int kk = 0; kk < 4; ++kk)
+        wgmma_step<T, BN>(acc, sw128_desc(sa + kk * 32), sw128_desc(sb + kk * 32));
+      wgmma_commit();
+      wgmma_wait<1>();  // wgmma kt - 1 done: its stage goes back to the producer
+    }
     if (kt > 0) mbar_arrive(empty0 + 8 * ((kt - 1) % STAGES));
   }
   wgmma_wait<0>();
+  if (!live) return;
 #pragma unroll
   for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
   wg_epilogue<T, BM, BN, GATE_UP>(p, acc, wg, ctid % 128, s_slot, m_tile, col0, expert, split);
@@ -317,18 +340,21 @@ __device__ __forceinline__ void persistent_producer(const GemmParams& p, const C
     const int KT = (w.k_end - w.k_begin + C::BK - 1) / C::BK, col0 = w.n_tile * C::kOutCols;
     const int half_gate = GATE_UP ? 2 * w.expert + (p.gate_row0 == 0 ? 0 : 1) : w.expert;
     const int half_up = 2 * w.expert + (p.up_row0 == 0 ? 0 : 1);
+    const int a_boxes = live_a_boxes<C::BM>(p.sorted_slots + int64_t(w.m_tile) * C::BM);
     auto load_b = [&](int kt) {
       const int s = (q + kt) % STAGES;
       const uint32_t sb = base + s * C::kStageBytes + C::kABytes, bar = full0 + 8 * s;
       const int k0 = w.k_begin + kt * C::BK;
-      mbar_arrive_expect_tx(bar, C::kStageBytes);
+      mbar_arrive_expect_tx(bar, C::kBBytes + a_boxes * C::kABoxBytes);
       tma_load_3d(sb, map_b, bar, k0, col0, half_gate);
       if constexpr (GATE_UP) tma_load_3d(sb + C::kBoxRowsB * 128, map_b, bar, k0, col0, half_up);
     };
     auto load_a = [&](int kt) {
       const int s = (q + kt) % STAGES;
-      tma_load_2d(base + s * C::kStageBytes, map_a, full0 + 8 * s, w.k_begin + kt * C::BK,
-                  w.m_tile * C::BM);
+      const uint32_t sa = base + s * C::kStageBytes, bar = full0 + 8 * s;
+      for (int h = 0; h < a_boxes; ++h)
+        tma_load_2d(sa + h * C::kABoxBytes, map_a, bar, w.k_begin + kt * C::BK,
+                    w.m_tile * C::BM + h * C::kBoxRowsA);
     };
     int kt = 0;
     if (!waited) {  // the first stages' weights load while the predecessor finishes
@@ -365,6 +391,7 @@ struct PingTile {
   static constexpr int kAcc = BN / 2;
   static constexpr int kOutCols = GATE_UP ? BN / 2 : BN;
   static constexpr int kBoxRowsB = GATE_UP ? BN / 2 : BN;
+  static constexpr int kBoxRowsA = 64, kABoxBytes = kBoxRowsA * 128;
   static constexpr int kABytes = BM * 128, kBBytes = BN * 128;
   static constexpr int kStageBytes = kABytes + kBBytes;
   static constexpr size_t kSmemBytes = size_t(STAGES) * kStageBytes + 2 * STAGES * 8 + 1024;
@@ -465,6 +492,7 @@ struct CoopTile {
   static constexpr int kAcc = BN / 2;
   static constexpr int kOutCols = GATE_UP ? BN / 2 : BN;
   static constexpr int kBoxRowsB = GATE_UP ? BN / 2 : BN;
+  static constexpr int kBoxRowsA = 64, kABoxBytes = kBoxRowsA * 128;
   static constexpr int kABytes = BM * 128, kBBytes = BN * 128;
   static constexpr int kStageBytes = kABytes + kBBytes;
   static constexpr size_t kSmemBytes = size_t(STAGES) * kStageBytes + 2 * STAGES * 8 + 1024;
@@ -512,28 +540,34 @@ __global__ void __launch_bounds__(384, 1)
     TileWork w;
     if (!tile_work_at(p, u, m_tiles, splits, w)) continue;
     const int KT = (w.k_end - w.k_begin + C::BK - 1) / C::BK;
+    const int32_t* tile_slots = p.sorted_slots + int64_t(w.m_tile) * C::BM;
+    const bool live = wg < live_a_boxes<C::BM>(tile_slots);  // as the producer loaded them
     float acc[C::kAcc];
 #pragma unroll
     for (int i = 0; i < C::kAcc; ++i) acc[i] = 0.0f;
     for (int kt = 0; kt < KT; ++kt) {
       const int pos = q + kt, s = pos % STAGES;
       mbar_wait(full0 + 8 * s, (pos / STAGES) & 1);
-      const uint32_t sa = base + s * C::kStageBytes + wg * 64 * 128;
-      const uint32_t sb = base + s * C::kStageBytes + C::kABytes;
-      wgmma_fence();
+      if (live) {
+        const uint32_t sa = base + s * C::kStageBytes + wg * C::kABoxBytes;
+        const uint32_t sb = base + s * C::kStageBytes + C::kABytes;
+        wgmma_fence();
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk)
-        wgmma_step<T, BN>(acc, sw128_desc(sa + kk * 32), sw128_desc(sb + kk * 32));
-      wgmma_commit();
-      wgmma_wait<1>();
+        for (int kk = 0; kk < 4; ++kk)
+          wgmma_step<T, BN>(acc, sw128_desc(sa + kk * 32), sw128_desc(sb + kk * 32));
+        wgmma_commit();
+        wgmma_wait<1>();
+      }
       if (kt > 0) mbar_arrive(empty0 + 8 * ((pos - 1) % STAGES));
     }
     wgmma_wait<0>();
     if (KT > 0) mbar_arrive(empty0 + 8 * ((q + KT - 1) % STAGES));
+    if (live) {
 #pragma unroll
-    for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
-    wg_epilogue<T, C::BM, BN, GATE_UP>(p, acc, wg, ctid, p.sorted_slots + int64_t(w.m_tile) * C::BM,
-                                        w.m_tile, w.n_tile * C::kOutCols, w.expert, w.split);
+      for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
+      wg_epilogue<T, C::BM, BN, GATE_UP>(p, acc, wg, ctid, tile_slots, w.m_tile,
+                                          w.n_tile * C::kOutCols, w.expert, w.split);
+    }
     q += KT;
   }
 #endif
@@ -787,67 +821,76 @@ TensorMapEncodeFn tensor_map_encoder();
 cudaError_t make_tile_map(CUtensorMap* map, bool bf16, const void* base, int k, int rows,
                           int outer, int64_t ld, int64_t outer_stride, int box_rows);
 
-// Both maps of one launch: A (or the tokens) [max_tiles * rows_a, k] in sorted order, read in
-// boxes of rows_a rows; the weights as [halves, n, k] (gate-up: 2 halves per expert), boxes of
-// rows_w rows. TMA needs 16-byte row strides and 64-element K boundaries between splits.
-// What map_a holds: the sorted rows (boxes of rows_a rows), or nothing (a copy of map_w, never
-// read: the x_direct rows read A with cp.async).
+// What map_a holds: the sorted rows, or nothing (a copy of map_w, never read: the x_direct rows
+// read A with cp.async).
 enum class AMap { Sorted, None };
-cudaError_t make_gemm_maps(const GemmParams& p, bool bf16, bool gate_up, int split_k, int rows_a,
-                           int rows_w, CUtensorMap* map_a, CUtensorMap* map_w, AMap a_map);
+
+// How one TMA row launches: its tile heights, block, shared memory and grid.
+struct TmaLaunch {
+  bool gate_up;
+  int rows_a;       // sorted rows per tile (the alignment's block height)
+  int box_a;        // rows of one A box
+  int rows_w;       // rows of one weight box
+  int threads;
+  size_t smem;
+  bool persistent;  // a grid of one CTA per SM (or set_persistent_ctas's limit) over every tile
+  AMap a_map;
+};
+
+// Both maps of one launch: A (or the tokens) [max_tiles * rows_a, k] in sorted order, read in
+// boxes of box_a rows; the weights as [halves, n, k] (gate-up: 2 halves per expert), boxes of
+// rows_w rows. TMA needs 16-byte row strides and 64-element K boundaries between splits.
+cudaError_t make_gemm_maps(const GemmParams& p, bool bf16, int split_k, const TmaLaunch& l,
+                           CUtensorMap* map_a, CUtensorMap* map_w);
 
 // Encodes both maps and launches (dependent launch); the caller set the shared-memory limit.
-// persistent: a grid of one CTA per SM (or set_persistent_ctas's limit) over every tile, else
-// one CTA per possible tile and K split.
+// Not persistent: one CTA per possible tile and K split.
 using TmaKernelFn = void (*)(GemmParams, CUtensorMap, CUtensorMap);
 cudaError_t launch_tma_kernel(TmaKernelFn kernel, const GemmParams& p, int split_k, bool bf16,
-                              bool gate_up, int rows_a, int rows_w, int threads, size_t smem,
-                              cudaStream_t stream, bool persistent = false,
-                              AMap a_map = AMap::Sorted);
+                              const TmaLaunch& l, cudaStream_t stream);
+
+// One launch function per kernel instance (the tile table's entries): sets the instance's
+// shared-memory limit once, then launch_tma_kernel.
+template <auto Kernel, typename T>
+cudaError_t launch_tma_row(const GemmParams& p, int split_k, const TmaLaunch& l,
+                           cudaStream_t stream) {
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(l.smem));
+  if (attr != cudaSuccess) return attr;
+  return launch_tma_kernel(Kernel, p, split_k, std::is_same<T, __nv_bfloat16>::value, l, stream);
+}
 
 template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB = 1, bool XDIRECT = false>
 cudaError_t launch_tma_gemm(const GemmParams& p, int split_k, cudaStream_t stream) {
   using C = TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT>;
-  auto kernel = &tma_gemm_kernel<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT>;
-  static const cudaError_t attr = cudaFuncSetAttribute(
-      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes));
-  if (attr != cudaSuccess) return attr;
-  return launch_tma_kernel(kernel, p, split_k, std::is_same<T, __nv_bfloat16>::value, GATE_UP, BM,
-                           C::kBoxRowsB, C::kThreads, C::kSmemBytes, stream, false,
-                           XDIRECT ? AMap::None : AMap::Sorted);
+  const TmaLaunch l{GATE_UP, BM, C::kBoxRowsA, C::kBoxRowsB, C::kThreads, C::kSmemBytes, false,
+                    XDIRECT ? AMap::None : AMap::Sorted};
+  return launch_tma_row<&tma_gemm_kernel<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT>, T>(
+      p, split_k, l, stream);
 }
 
 template <typename T, int BN, int STAGES, bool GATE_UP>
 cudaError_t launch_tma_ping(const GemmParams& p, int split_k, cudaStream_t stream) {
   using C = PingTile<T, BN, STAGES, GATE_UP>;
-  auto kernel = &tma_ping_kernel<T, BN, STAGES, GATE_UP>;
-  static const cudaError_t attr = cudaFuncSetAttribute(
-      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes));
-  if (attr != cudaSuccess) return attr;
-  return launch_tma_kernel(kernel, p, split_k, std::is_same<T, __nv_bfloat16>::value, GATE_UP,
-                           C::BM, C::kBoxRowsB, C::kThreads, C::kSmemBytes, stream, true);
+  const TmaLaunch l{GATE_UP, C::BM, C::kBoxRowsA, C::kBoxRowsB, C::kThreads, C::kSmemBytes, true,
+                    AMap::Sorted};
+  return launch_tma_row<&tma_ping_kernel<T, BN, STAGES, GATE_UP>, T>(p, split_k, l, stream);
 }
 
 template <typename T, int BN, int STAGES, bool GATE_UP>
 cudaError_t launch_tma_coop(const GemmParams& p, int split_k, cudaStream_t stream) {
   using C = CoopTile<T, BN, STAGES, GATE_UP>;
-  auto kernel = &tma_coop_kernel<T, BN, STAGES, GATE_UP>;
-  static const cudaError_t attr = cudaFuncSetAttribute(
-      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes));
-  if (attr != cudaSuccess) return attr;
-  return launch_tma_kernel(kernel, p, split_k, std::is_same<T, __nv_bfloat16>::value, GATE_UP,
-                           C::BM, C::kBoxRowsB, C::kThreads, C::kSmemBytes, stream, true);
+  const TmaLaunch l{GATE_UP, C::BM, C::kBoxRowsA, C::kBoxRowsB, C::kThreads, C::kSmemBytes, true,
+                    AMap::Sorted};
+  return launch_tma_row<&tma_coop_kernel<T, BN, STAGES, GATE_UP>, T>(p, split_k, l, stream);
 }
 
 template <typename T, int BT, int MW, int STAGES, bool GATE_UP>
 cudaError_t launch_tma_swap(const GemmParams& p, int split_k, cudaStream_t stream) {
   using C = SwapTile<T, BT, MW, STAGES, GATE_UP>;
-  static const cudaError_t attr = cudaFuncSetAttribute(
-      &tma_swap_kernel<T, BT, MW, STAGES, GATE_UP>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmemBytes));
-  if (attr != cudaSuccess) return attr;
-  return launch_tma_kernel(&tma_swap_kernel<T, BT, MW, STAGES, GATE_UP>, p, split_k,
-                           std::is_same<T, __nv_bfloat16>::value, GATE_UP, BT, C::kBoxRowsW,
-                           C::kThreads, C::kSmemBytes, stream);
+  const TmaLaunch l{GATE_UP, BT, BT, C::kBoxRowsW, C::kThreads, C::kSmemBytes, false,
+                    AMap::Sorted};
+  return launch_tma_row<&tma_swap_kernel<T, BT, MW, STAGES, GATE_UP>, T>(p, split_k, l, stream);
 }
 
 }  // namespace moe::kernels

@@ -98,7 +98,7 @@ fi
 if has profile; then  # Nsight Compute on the GEMM kernels of a few cells (what limits them)
   for cell in ${MOE_PROFILE_CELLS:-gpt-oss-120b:64 mixtral:4096 qwen3-30b:1024}; do
     shape=${cell%%:*} tokens=${cell##*:}
-    step "ncu-$shape-$tokens" 200 ncu --clock-control none --kernel-name regex:"gemm_kernel|swap_kernel|ping_kernel" \
+    step "ncu-$shape-$tokens" 200 ncu --clock-control none --kernel-name regex:"gemm_kernel|swap_kernel|ping_kernel|coop_kernel" \
       --launch-skip 2 --launch-count 2 \
       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
       --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \

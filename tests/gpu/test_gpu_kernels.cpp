@@ -380,10 +380,21 @@ const Variant kVariants[] = {
     {"fp16 silu + biases", ElemType::F16, Activation::SiluAndMul, true, false, false},
 };
 
+// Top-1 routing that gives expert e exactly counts[e] of the tokens, in random order.
+void route_counts(std::mt19937_64& rng, const std::vector<int>& counts, Problem& p, cudaStream_t s) {
+  p.ids.clear();
+  for (size_t e = 0; e < counts.size(); ++e) p.ids.insert(p.ids.end(), size_t(counts[e]), int32_t(e));
+  REQUIRE(p.ids.size() == size_t(p.tokens) * size_t(p.top_k));
+  std::shuffle(p.ids.begin(), p.ids.end(), rng);
+  to_device(p.d_ids, p.ids, s);
+}
+
 // Every tile configuration (config_pairs), or with `prefix` only the rows of that name prefix
-// (prefix_pairs), against the float64 oracle.
+// (prefix_pairs), against the float64 oracle. `counts`: tokens per expert (top-1) instead of
+// random routing.
 void run_all_configs(const Variant& v, int E, int H, int I, int K, const std::vector<int>& token_counts,
-                     const std::vector<int>& splits, uint64_t seed, const std::string& prefix = "") {
+                     const std::vector<int>& splits, uint64_t seed, const std::string& prefix = "",
+                     const std::vector<int>& counts = {}) {
   CudaStream stream;
   const cudaStream_t s = stream.get();
   std::mt19937_64 rng(seed);
@@ -395,6 +406,7 @@ void run_all_configs(const Variant& v, int E, int H, int I, int K, const std::ve
   REQUIRE(!pairs.empty());
   for (int T : token_counts) {
     Problem p = make_problem(rng, he, E, T, K, s);
+    if (!counts.empty()) route_counts(rng, counts, p, s);
     std::vector<double> ref(size_t(T) * H, 0.0);
     oracle_experts(he, table, p.x, p.ids, p.weights, T, K, v.act, v.weight_on_input, ref);
     MoeWorkspace ws;
@@ -492,6 +504,17 @@ bool wgmma_rows_run(const char* rows) {
   if (kernels::wgmma_available()) return true;
   WARN("no wgmma on this GPU: the " << rows << " rows do not run");
   return false;
+}
+
+// 128-row TMA tiles load and multiply only the lower 64 rows where the upper 64 are padding:
+// experts with 40 and 64 slots take one such tile, 65 and 129 a tile with one slot past row 64,
+// 200 a whole tile and a live one (every tma_ row of both heights, the persistent ones too).
+TEST_CASE("gpu 128-row tiles whose upper half is padding, at the 64-slot boundary",
+          "[gpu][experts][halves]") {
+  if (!wgmma_rows_run("tma_")) return;
+  const std::vector<int> counts = {40, 64, 65, 200, 129};
+  run_all_configs(kVariants[0], 5, 136, 72, 1, {498}, {1, 2}, 21, "tma_", counts);
+  run_all_configs(kVariants[3], 5, 100, 43, 1, {498}, {1}, 22, "tma_", counts);
 }
 
 TEST_CASE("gpu persistent ping-pong rows, each CTA walking many tiles", "[gpu][experts][ping]") {
