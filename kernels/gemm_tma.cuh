@@ -326,11 +326,14 @@ __device__ __forceinline__ bool tile_work_at(const GemmParams& p, int u, int m_t
 // The producer thread of a persistent row (C: PingTile or CoopTile): the K tiles of every tile
 // of the CTA (u = blockIdx.x, + gridDim.x, ...) in order through one ring of C::STAGES stages,
 // with no break between tiles, so the next tile's first stages load during this one's epilogue.
+// 128-row tiles: s_boxes[stage] tells the consumers how many A boxes the stage holds (written
+// before the stage's expect-tx arrival, so visible once its full barrier completes): a read of
+// the tile's slots from global memory would wait behind the previous tile's epilogue stores.
 template <typename C, bool GATE_UP>
 __device__ __forceinline__ void persistent_producer(const GemmParams& p, const CUtensorMap* map_a,
                                                     const CUtensorMap* map_b, uint32_t base,
                                                     uint32_t full0, uint32_t empty0, int m_tiles,
-                                                    int splits, int units) {
+                                                    int splits, int units, int* s_boxes) {
   constexpr int STAGES = C::STAGES;
   int q = 0;  // ring position of the next K tile
   bool waited = false;
@@ -345,6 +348,7 @@ __device__ __forceinline__ void persistent_producer(const GemmParams& p, const C
       const int s = (q + kt) % STAGES;
       const uint32_t sb = base + s * C::kStageBytes + C::kABytes, bar = full0 + 8 * s;
       const int k0 = w.k_begin + kt * C::BK;
+      if constexpr (C::BM == 128) s_boxes[s] = a_boxes;
       mbar_arrive_expect_tx(bar, C::kBBytes + a_boxes * C::kABoxBytes);
       tma_load_3d(sb, map_b, bar, k0, col0, half_gate);
       if constexpr (GATE_UP) tma_load_3d(sb + C::kBoxRowsB * 128, map_b, bar, k0, col0, half_up);
@@ -428,7 +432,9 @@ __global__ void __launch_bounds__(384, 1)
 
   if (tid >= 256) {  // producer warpgroup: one thread issues every copy, tile after tile
     warpgroup_regs_dec<C::kProducerRegs>();
-    if (tid == 256) persistent_producer<C, GATE_UP>(p, &map_a, &map_b, base, full0, empty0, m_tiles, splits, units);
+    if (tid == 256)
+      persistent_producer<C, GATE_UP>(p, &map_a, &map_b, base, full0, empty0, m_tiles, splits,
+                                      units, nullptr);
     return;
   }
 
@@ -495,7 +501,7 @@ struct CoopTile {
   static constexpr int kBoxRowsA = 64, kABoxBytes = kBoxRowsA * 128;
   static constexpr int kABytes = BM * 128, kBBytes = BN * 128;
   static constexpr int kStageBytes = kABytes + kBBytes;
-  static constexpr size_t kSmemBytes = size_t(STAGES) * kStageBytes + 2 * STAGES * 8 + 1024;
+  static constexpr size_t kSmemBytes = size_t(STAGES) * kStageBytes + 2 * STAGES * 8 + STAGES * 4 + 1024;
   static_assert(BN == 128 || BN == 256, "B tile of one n128 or n256 instruction");
   static_assert(STAGES >= 2 && kSmemBytes <= 227 * 1024, "a ring that fits");
 };
@@ -511,6 +517,7 @@ __global__ void __launch_bounds__(384, 1)
   base += (1024u - (base & 1023u)) & 1023u;
   const uint32_t full0 = base + STAGES * C::kStageBytes;
   const uint32_t empty0 = full0 + STAGES * 8;
+  int* s_boxes = reinterpret_cast<int*>(smem_raw + (empty0 + STAGES * 8 - smem_addr(smem_raw)));
   const int tid = threadIdx.x;
   if (tid == 256) {
     tma_prefetch(&map_a);
@@ -529,7 +536,9 @@ __global__ void __launch_bounds__(384, 1)
 
   if (tid >= 256) {
     warpgroup_regs_dec<C::kProducerRegs>();
-    if (tid == 256) persistent_producer<C, GATE_UP>(p, &map_a, &map_b, base, full0, empty0, m_tiles, splits, units);
+    if (tid == 256)
+      persistent_producer<C, GATE_UP>(p, &map_a, &map_b, base, full0, empty0, m_tiles, splits,
+                                      units, s_boxes);
     return;
   }
 
@@ -540,14 +549,14 @@ __global__ void __launch_bounds__(384, 1)
     TileWork w;
     if (!tile_work_at(p, u, m_tiles, splits, w)) continue;
     const int KT = (w.k_end - w.k_begin + C::BK - 1) / C::BK;
-    const int32_t* tile_slots = p.sorted_slots + int64_t(w.m_tile) * C::BM;
-    const bool live = wg < live_a_boxes<C::BM>(tile_slots);  // as the producer loaded them
+    bool live = true;  // this warpgroup's 64 rows hold a slot (the producer's s_boxes)
     float acc[C::kAcc];
 #pragma unroll
     for (int i = 0; i < C::kAcc; ++i) acc[i] = 0.0f;
     for (int kt = 0; kt < KT; ++kt) {
       const int pos = q + kt, s = pos % STAGES;
       mbar_wait(full0 + 8 * s, (pos / STAGES) & 1);
+      if (kt == 0) live = wg < s_boxes[s];
       if (live) {
         const uint32_t sa = base + s * C::kStageBytes + wg * C::kABoxBytes;
         const uint32_t sb = base + s * C::kStageBytes + C::kABytes;
@@ -565,8 +574,8 @@ __global__ void __launch_bounds__(384, 1)
     if (live) {
 #pragma unroll
       for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
-      wg_epilogue<T, C::BM, BN, GATE_UP>(p, acc, wg, ctid, tile_slots, w.m_tile,
-                                          w.n_tile * C::kOutCols, w.expert, w.split);
+      wg_epilogue<T, C::BM, BN, GATE_UP>(p, acc, wg, ctid, p.sorted_slots + int64_t(w.m_tile) * C::BM,
+                                          w.m_tile, w.n_tile * C::kOutCols, w.expert, w.split);
     }
     q += KT;
   }
