@@ -258,27 +258,30 @@ __global__ void __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIR
   }
 
   const int ctid = tid, wg = ctid / 128;
-  const bool live = wg < a_boxes;  // this warpgroup's 64 rows hold a slot
+  if (wg >= a_boxes) {  // rows all padding: no wgmma and no stores, the stages still released
+    for (int kt = 0; kt < KT; ++kt) {
+      mbar_wait(full0 + 8 * (kt % STAGES), (kt / STAGES) & 1);
+      if (kt > 0) mbar_arrive(empty0 + 8 * ((kt - 1) % STAGES));
+    }
+    return;  // (a separate loop: a branch around the wgmma would make ptxas serialize them)
+  }
   float acc[C::kAcc];
 #pragma unroll
   for (int i = 0; i < C::kAcc; ++i) acc[i] = 0.0f;
   for (int kt = 0; kt < KT; ++kt) {
     const int s = kt % STAGES;
     mbar_wait(full0 + 8 * s, (kt / STAGES) & 1);
-    if (live) {
-      const uint32_t sa = base + s * C::kStageBytes + wg * C::kABoxBytes;
-      const uint32_t sb = base + s * C::kStageBytes + C::kABytes;
-      wgmma_fence();
+    const uint32_t sa = base + s * C::kStageBytes + wg * C::kABoxBytes;
+    const uint32_t sb = base + s * C::kStageBytes + C::kABytes;
+    wgmma_fence();
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk)
-        wgmma_step<T, BN>(acc, sw128_desc(sa + kk * 32), sw128_desc(sb + kk * 32));
-      wgmma_commit();
-      wgmma_wait<1>();  // wgmma kt - 1 done: its stage goes back to the producer
-    }
+    for (int kk = 0; kk < 4; ++kk)
+      wgmma_step<T, BN>(acc, sw128_desc(sa + kk * 32), sw128_desc(sb + kk * 32));
+    wgmma_commit();
+    wgmma_wait<1>();  // wgmma kt - 1 done: its stage goes back to the producer
     if (kt > 0) mbar_arrive(empty0 + 8 * ((kt - 1) % STAGES));
   }
   wgmma_wait<0>();
-  if (!live) return;
 #pragma unroll
   for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
   wg_epilogue<T, BM, BN, GATE_UP>(p, acc, wg, ctid % 128, s_slot, m_tile, col0, expert, split);
