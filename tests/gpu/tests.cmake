@@ -10,6 +10,16 @@ if(MOE_HAVE_CUDA)
   moe_add_test(NAME test_tile_choice
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_tile_choice.cpp
     LIBS moe_runtime)
+  # ptxas must not serialize the wgmma of the Hopper rows (check_ptxas.cmake); a compile of each
+  # wgmma source, no GPU needed.
+  foreach(src gemm_wgmma gemm_tma)
+    add_test(NAME ptxas_wgmma_${src}
+      COMMAND ${CMAKE_COMMAND} -DNVCC=${CMAKE_CUDA_COMPILER}
+              -DSRC=${CMAKE_SOURCE_DIR}/kernels/${src}.cu -DINC=${CMAKE_SOURCE_DIR}/kernels
+              -DOUT=${CMAKE_CURRENT_BINARY_DIR}/ptxas_${src}.o
+              -P ${CMAKE_CURRENT_LIST_DIR}/check_ptxas.cmake)
+    set_tests_properties(ptxas_wgmma_${src} PROPERTIES LABELS cpu TIMEOUT 900)
+  endforeach()
 endif()
 moe_add_test(NAME test_cuda_backend
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cuda_backend.cpp
