@@ -517,32 +517,36 @@ TEST_CASE("gpu 128-row tiles whose upper half is padding, at the 64-slot boundar
   run_all_configs(kVariants[3], 5, 100, 43, 1, {498}, {1}, 22, "tma_", counts);
 }
 
-TEST_CASE("gpu persistent ping-pong rows, each CTA walking many tiles", "[gpu][experts][ping]") {
-  if (!wgmma_rows_run("tma_p")) return;
+// The persistent rows of name prefix `rows` (tma_p: ping-pong, tma_c: cooperative): a grid of
+// three CTAs over many tiles, and a small case with two for compute-sanitizer.
+void run_persistent_rows(const char* rows, uint64_t seed) {
+  if (!wgmma_rows_run(rows)) return;
   PersistentCtas limit(3);
-  run_all_configs(kVariants[0], 3, 264, 136, 2, {700}, {1, 2}, 11, "tma_p");
-  run_all_configs(kVariants[3], 5, 100, 43, 3, {1, 111}, {1, 3}, 12, "tma_p");
+  run_all_configs(kVariants[0], 3, 264, 136, 2, {700}, {1, 2}, seed, rows);
+  run_all_configs(kVariants[3], 5, 100, 43, 3, {1, 111}, {1, 3}, seed + 1, rows);
+}
+void run_persistent_rows_small(const char* rows, uint64_t seed) {
+  if (!wgmma_rows_run(rows)) return;
+  PersistentCtas limit(2);
+  run_all_configs(kVariants[1], 5, 100, 43, 3, {111}, {1, 2}, seed, rows);
+}
+
+TEST_CASE("gpu persistent ping-pong rows, each CTA walking many tiles", "[gpu][experts][ping]") {
+  run_persistent_rows("tma_p", 11);
 }
 
 TEST_CASE("gpu persistent ping-pong rows, small case for compute-sanitizer",
           "[gpu][experts][ping][sanitize]") {
-  if (!wgmma_rows_run("tma_p")) return;
-  PersistentCtas limit(2);
-  run_all_configs(kVariants[1], 5, 100, 43, 3, {111}, {1, 2}, 13, "tma_p");
+  run_persistent_rows_small("tma_p", 13);
 }
 
 TEST_CASE("gpu persistent cooperative rows, each CTA walking many tiles", "[gpu][experts][coop]") {
-  if (!wgmma_rows_run("tma_c")) return;
-  PersistentCtas limit(3);
-  run_all_configs(kVariants[0], 3, 264, 136, 2, {700}, {1, 2}, 14, "tma_c");
-  run_all_configs(kVariants[3], 5, 100, 43, 3, {1, 111}, {1, 3}, 15, "tma_c");
+  run_persistent_rows("tma_c", 14);
 }
 
 TEST_CASE("gpu persistent cooperative rows, small case for compute-sanitizer",
           "[gpu][experts][coop][sanitize]") {
-  if (!wgmma_rows_run("tma_c")) return;
-  PersistentCtas limit(2);
-  run_all_configs(kVariants[1], 5, 100, 43, 3, {111}, {1, 2}, 16, "tma_c");
+  run_persistent_rows_small("tma_c", 16);
 }
 
 namespace {
