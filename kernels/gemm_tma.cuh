@@ -77,6 +77,19 @@ __device__ __forceinline__ void wgmma_step(float* acc, uint64_t desc_a, uint64_t
     wgmma_m64n128k16<T>(acc, desc_a, desc_b);
 }
 
+// One K tile (64) of a consumer warpgroup from 128B-swizzled stages at sa (its 64 A rows) and
+// sb (B): four k16 steps, committed; returns once the previous K tile's wgmma are done, so that
+// tile's stage may go back to the producer.
+template <typename T, int BN>
+__device__ __forceinline__ void mma_k_tile(float* acc, uint32_t sa, uint32_t sb) {
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+    wgmma_step<T, BN>(acc, sw128_desc(sa + kk * 32), sw128_desc(sb + kk * 32));
+  wgmma_commit();
+  wgmma_wait<1>();
+}
+
 __device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
                : "memory");
@@ -271,15 +284,9 @@ __global__ void __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIR
   for (int kt = 0; kt < KT; ++kt) {
     const int s = kt % STAGES;
     mbar_wait(full0 + 8 * s, (kt / STAGES) & 1);
-    const uint32_t sa = base + s * C::kStageBytes + wg * C::kABoxBytes;
-    const uint32_t sb = base + s * C::kStageBytes + C::kABytes;
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-      wgmma_step<T, BN>(acc, sw128_desc(sa + kk * 32), sw128_desc(sb + kk * 32));
-    wgmma_commit();
-    wgmma_wait<1>();  // wgmma kt - 1 done: its stage goes back to the producer
-    if (kt > 0) mbar_arrive(empty0 + 8 * ((kt - 1) % STAGES));
+    mma_k_tile<T, BN>(acc, base + s * C::kStageBytes + wg * C::kABoxBytes,
+                      base + s * C::kStageBytes + C::kABytes);
+    if (kt > 0) mbar_arrive(empty0 + 8 * ((kt - 1) % STAGES));  // wgmma kt - 1 are done
   }
   wgmma_wait<0>();
 #pragma unroll
@@ -326,6 +333,13 @@ __device__ __forceinline__ bool tile_work_at(const GemmParams& p, int u, int m_t
   return true;
 }
 
+// The shared memory of a persistent row's CTA: the ring's stages and barriers, the box counts.
+struct PersistentRing {
+  uint32_t base, full0, empty0;  // shared addresses: the stages, full and empty barriers
+  int* s_boxes;                  // [STAGES]
+  int m_tiles, splits, units;    // the walk: tiles, K splits, and their product with N tiles
+};
+
 // The producer thread of a persistent row (C: PingTile or CoopTile): the K tiles of every tile
 // of the CTA (u = blockIdx.x, + gridDim.x, ...) in order through one ring of C::STAGES stages,
 // with no break between tiles, so the next tile's first stages load during this one's epilogue.
@@ -334,10 +348,12 @@ __device__ __forceinline__ bool tile_work_at(const GemmParams& p, int u, int m_t
 // the tile's slots from global memory would wait behind the previous tile's epilogue stores.
 template <typename C, bool GATE_UP>
 __device__ __forceinline__ void persistent_producer(const GemmParams& p, const CUtensorMap* map_a,
-                                                    const CUtensorMap* map_b, uint32_t base,
-                                                    uint32_t full0, uint32_t empty0, int m_tiles,
-                                                    int splits, int units, int* s_boxes) {
+                                                    const CUtensorMap* map_b,
+                                                    const PersistentRing& r) {
   constexpr int STAGES = C::STAGES;
+  const uint32_t base = r.base, full0 = r.full0, empty0 = r.empty0;
+  const int m_tiles = r.m_tiles, splits = r.splits, units = r.units;
+  int* s_boxes = r.s_boxes;
   int q = 0;  // ring position of the next K tile
   bool waited = false;
   for (int u = blockIdx.x; u < units; u += gridDim.x) {
@@ -386,25 +402,71 @@ __device__ __forceinline__ void persistent_producer(const GemmParams& p, const C
   }
 }
 
-template <typename T, int BN, int STAGES_, bool GATE_UP>
-struct PingTile {
+// The tile of both persistent kinds: BM = 64, ping-pong (each warpgroup a whole tile, one
+// warpgroup consumes a stage), or 128, cooperative (both warpgroups on every tile and stage).
+template <typename T, int BM_, int BN, int STAGES_, bool GATE_UP>
+struct PersistentTile {
   static constexpr int STAGES = STAGES_;
-  static constexpr int BM = 64, BK = 64;
+  static constexpr int BM = BM_, BK = 64;
   // Two consumer warpgroups + a producer warpgroup: the register file is split per SM quarter,
   // so 9 warps would cap every thread at 168 registers; with a whole producer warpgroup,
   // setmaxnreg moves its registers to the consumers (40 + 2 x 232 per thread, 64512 in all).
   static constexpr int kThreads = 3 * 128;
   static constexpr int kProducerRegs = 40, kConsumerRegs = 232;
+  static constexpr int kStageConsumers = BM == 64 ? 128 : 256;  // threads that release a stage
   static constexpr int kAcc = BN / 2;
   static constexpr int kOutCols = GATE_UP ? BN / 2 : BN;
   static constexpr int kBoxRowsB = GATE_UP ? BN / 2 : BN;
   static constexpr int kBoxRowsA = 64, kABoxBytes = kBoxRowsA * 128;
   static constexpr int kABytes = BM * 128, kBBytes = BN * 128;
   static constexpr int kStageBytes = kABytes + kBBytes;
-  static constexpr size_t kSmemBytes = size_t(STAGES) * kStageBytes + 2 * STAGES * 8 + 1024;
+  static constexpr size_t kSmemBytes = size_t(STAGES) * kStageBytes + 2 * STAGES * 8 + STAGES * 4 + 1024;
+  static_assert(BM == 64 || BM == 128, "ping-pong or cooperative");
   static_assert(BN == 128 || BN == 256, "B tile of one n128 or n256 instruction");
   static_assert(STAGES >= 2 && kSmemBytes <= 227 * 1024, "a ring that fits");
 };
+template <typename T, int BN, int STAGES, bool GATE_UP>
+using PingTile = PersistentTile<T, 64, BN, STAGES, GATE_UP>;
+template <typename T, int BN, int STAGES, bool GATE_UP>
+using CoopTile = PersistentTile<T, 128, BN, STAGES, GATE_UP>;
+
+// The start of a persistent row's CTA, every thread: the ring (thread 256 initializes its
+// barriers), the last block-wide barrier, the walk's extent (the alignment's counts are
+// complete: the predecessor allowed this launch after its own wait). The producer warpgroup
+// then streams every K tile (persistent_producer) and gets false; the consumer warpgroups get
+// its registers and true.
+template <typename C, bool GATE_UP>
+__device__ __forceinline__ bool persistent_start(const GemmParams& p, const CUtensorMap* map_a,
+                                                 const CUtensorMap* map_b, uint8_t* smem_raw,
+                                                 PersistentRing& r) {
+  uint32_t base = smem_addr(smem_raw);
+  base += (1024u - (base & 1023u)) & 1023u;
+  r.base = base;
+  r.full0 = base + C::STAGES * C::kStageBytes;
+  r.empty0 = r.full0 + C::STAGES * 8;
+  r.s_boxes = reinterpret_cast<int*>(smem_raw + (r.empty0 + C::STAGES * 8 - smem_addr(smem_raw)));
+  const int tid = threadIdx.x;
+  if (tid == 256) {
+    tma_prefetch(map_a);
+    tma_prefetch(map_b);
+    for (int s = 0; s < C::STAGES; ++s) {
+      mbar_init(r.full0 + 8 * s, 1);
+      mbar_init(r.empty0 + 8 * s, C::kStageConsumers);
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+  r.m_tiles = *p.num_tiles;
+  r.splits = (p.k + p.k_per_split - 1) / p.k_per_split;
+  r.units = r.m_tiles * p.n_tiles * r.splits;
+  if (tid >= 256) {  // producer warpgroup: one thread issues every copy, tile after tile
+    warpgroup_regs_dec<C::kProducerRegs>();
+    if (tid == 256) persistent_producer<C, GATE_UP>(p, map_a, map_b, r);
+    return false;
+  }
+  warpgroup_regs_inc<C::kConsumerRegs>();
+  return true;
+}
 
 template <typename T, int BN, int STAGES, bool GATE_UP>
 __global__ void __launch_bounds__(384, 1)
@@ -413,36 +475,10 @@ __global__ void __launch_bounds__(384, 1)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using C = PingTile<T, BN, STAGES, GATE_UP>;
   extern __shared__ uint8_t smem_raw[];
-  uint32_t base = smem_addr(smem_raw);
-  base += (1024u - (base & 1023u)) & 1023u;
-  const uint32_t full0 = base + STAGES * C::kStageBytes;
-  const uint32_t empty0 = full0 + STAGES * 8;
-  const int tid = threadIdx.x;
-  if (tid == 256) {
-    tma_prefetch(&map_a);
-    tma_prefetch(&map_b);
-    for (int s = 0; s < STAGES; ++s) {
-      mbar_init(full0 + 8 * s, 1);
-      mbar_init(empty0 + 8 * s, 128);  // one warpgroup consumes a stage
-    }
-    fence_barrier_init();
-  }
-  __syncthreads();  // the last block-wide barrier
-  // The alignment's counts are complete: the predecessor allowed this launch after its wait.
-  const int m_tiles = *p.num_tiles;
-  const int splits = (p.k + p.k_per_split - 1) / p.k_per_split;
-  const int units = m_tiles * p.n_tiles * splits;
-
-  if (tid >= 256) {  // producer warpgroup: one thread issues every copy, tile after tile
-    warpgroup_regs_dec<C::kProducerRegs>();
-    if (tid == 256)
-      persistent_producer<C, GATE_UP>(p, &map_a, &map_b, base, full0, empty0, m_tiles, splits,
-                                      units, nullptr);
-    return;
-  }
-
-  warpgroup_regs_inc<C::kConsumerRegs>();
-  const int wg = tid / 128, ctid = tid % 128;
+  PersistentRing r;
+  if (!persistent_start<C, GATE_UP>(p, &map_a, &map_b, smem_raw, r)) return;
+  const int m_tiles = r.m_tiles, splits = r.splits, units = r.units;
+  const int tid = threadIdx.x, wg = tid / 128, ctid = tid % 128;
   int q = 0, turn = 0;  // ring position, index of the tile among this CTA's tiles
   for (int u = blockIdx.x; u < units; u += gridDim.x) {
     TileWork w;
@@ -462,19 +498,14 @@ __global__ void __launch_bounds__(384, 1)
       for (int i = 0; i < C::kAcc; ++i) acc[i] = 0.0f;
       for (int kt = 0; kt < KT; ++kt) {
         const int pos = q + kt, s = pos % STAGES;
-        mbar_wait(full0 + 8 * s, (pos / STAGES) & 1);
-        const uint32_t sa = base + s * C::kStageBytes, sb = sa + C::kABytes;
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk)
-          wgmma_step<T, BN>(acc, sw128_desc(sa + kk * 32), sw128_desc(sb + kk * 32));
-        wgmma_commit();
-        wgmma_wait<1>();
-        if (kt > 0) mbar_arrive(empty0 + 8 * ((pos - 1) % STAGES));
+        mbar_wait(r.full0 + 8 * s, (pos / STAGES) & 1);
+        const uint32_t sa = r.base + s * C::kStageBytes;
+        mma_k_tile<T, BN>(acc, sa, sa + C::kABytes);
+        if (kt > 0) mbar_arrive(r.empty0 + 8 * ((pos - 1) % STAGES));
       }
       if (next) named_bar_arrive(1 + ((turn + 1) & 1), 256);
       wgmma_wait<0>();
-      mbar_arrive(empty0 + 8 * ((q + KT - 1) % STAGES));
+      mbar_arrive(r.empty0 + 8 * ((q + KT - 1) % STAGES));
 #pragma unroll
       for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
       wg_epilogue<T, C::BM, BN, GATE_UP>(p, acc, 0, ctid, p.sorted_slots + int64_t(w.m_tile) * C::BM,
@@ -492,23 +523,6 @@ __global__ void __launch_bounds__(384, 1)
 // the one-CTA-per-SM rows, with the producer running ahead into the next tile while the
 // consumers store this one. Both warpgroups consume every stage in order, so the ring needs no
 // turn-taking.
-template <typename T, int BN, int STAGES_, bool GATE_UP>
-struct CoopTile {
-  static constexpr int STAGES = STAGES_;
-  static constexpr int BM = 128, BK = 64;
-  static constexpr int kThreads = 3 * 128;  // two consumer warpgroups + a producer warpgroup
-  static constexpr int kProducerRegs = 40, kConsumerRegs = 232;
-  static constexpr int kAcc = BN / 2;
-  static constexpr int kOutCols = GATE_UP ? BN / 2 : BN;
-  static constexpr int kBoxRowsB = GATE_UP ? BN / 2 : BN;
-  static constexpr int kBoxRowsA = 64, kABoxBytes = kBoxRowsA * 128;
-  static constexpr int kABytes = BM * 128, kBBytes = BN * 128;
-  static constexpr int kStageBytes = kABytes + kBBytes;
-  static constexpr size_t kSmemBytes = size_t(STAGES) * kStageBytes + 2 * STAGES * 8 + STAGES * 4 + 1024;
-  static_assert(BN == 128 || BN == 256, "B tile of one n128 or n256 instruction");
-  static_assert(STAGES >= 2 && kSmemBytes <= 227 * 1024, "a ring that fits");
-};
-
 template <typename T, int BN, int STAGES, bool GATE_UP>
 __global__ void __launch_bounds__(384, 1)
     tma_coop_kernel(const __grid_constant__ GemmParams p, const __grid_constant__ CUtensorMap map_a,
@@ -516,37 +530,10 @@ __global__ void __launch_bounds__(384, 1)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using C = CoopTile<T, BN, STAGES, GATE_UP>;
   extern __shared__ uint8_t smem_raw[];
-  uint32_t base = smem_addr(smem_raw);
-  base += (1024u - (base & 1023u)) & 1023u;
-  const uint32_t full0 = base + STAGES * C::kStageBytes;
-  const uint32_t empty0 = full0 + STAGES * 8;
-  int* s_boxes = reinterpret_cast<int*>(smem_raw + (empty0 + STAGES * 8 - smem_addr(smem_raw)));
-  const int tid = threadIdx.x;
-  if (tid == 256) {
-    tma_prefetch(&map_a);
-    tma_prefetch(&map_b);
-    for (int s = 0; s < STAGES; ++s) {
-      mbar_init(full0 + 8 * s, 1);
-      mbar_init(empty0 + 8 * s, 256);  // both warpgroups consume every stage
-    }
-    fence_barrier_init();
-  }
-  __syncthreads();  // the last block-wide barrier
-  // The alignment's counts are complete: the predecessor allowed this launch after its wait.
-  const int m_tiles = *p.num_tiles;
-  const int splits = (p.k + p.k_per_split - 1) / p.k_per_split;
-  const int units = m_tiles * p.n_tiles * splits;
-
-  if (tid >= 256) {
-    warpgroup_regs_dec<C::kProducerRegs>();
-    if (tid == 256)
-      persistent_producer<C, GATE_UP>(p, &map_a, &map_b, base, full0, empty0, m_tiles, splits,
-                                      units, s_boxes);
-    return;
-  }
-
-  warpgroup_regs_inc<C::kConsumerRegs>();
-  const int wg = tid / 128, ctid = tid % 128;
+  PersistentRing r;
+  if (!persistent_start<C, GATE_UP>(p, &map_a, &map_b, smem_raw, r)) return;
+  const int m_tiles = r.m_tiles, splits = r.splits, units = r.units;
+  const int tid = threadIdx.x, wg = tid / 128, ctid = tid % 128;
   int q = 0;  // ring position
   for (int u = blockIdx.x; u < units; u += gridDim.x) {
     TileWork w;
@@ -558,22 +545,15 @@ __global__ void __launch_bounds__(384, 1)
     for (int i = 0; i < C::kAcc; ++i) acc[i] = 0.0f;
     for (int kt = 0; kt < KT; ++kt) {
       const int pos = q + kt, s = pos % STAGES;
-      mbar_wait(full0 + 8 * s, (pos / STAGES) & 1);
-      if (kt == 0) live = wg < s_boxes[s];
-      if (live) {
-        const uint32_t sa = base + s * C::kStageBytes + wg * C::kABoxBytes;
-        const uint32_t sb = base + s * C::kStageBytes + C::kABytes;
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk)
-          wgmma_step<T, BN>(acc, sw128_desc(sa + kk * 32), sw128_desc(sb + kk * 32));
-        wgmma_commit();
-        wgmma_wait<1>();
-      }
-      if (kt > 0) mbar_arrive(empty0 + 8 * ((pos - 1) % STAGES));
+      mbar_wait(r.full0 + 8 * s, (pos / STAGES) & 1);
+      if (kt == 0) live = wg < r.s_boxes[s];
+      if (live)
+        mma_k_tile<T, BN>(acc, r.base + s * C::kStageBytes + wg * C::kABoxBytes,
+                          r.base + s * C::kStageBytes + C::kABytes);
+      if (kt > 0) mbar_arrive(r.empty0 + 8 * ((pos - 1) % STAGES));
     }
     wgmma_wait<0>();
-    if (KT > 0) mbar_arrive(empty0 + 8 * ((q + KT - 1) % STAGES));
+    if (KT > 0) mbar_arrive(r.empty0 + 8 * ((q + KT - 1) % STAGES));
     if (live) {
 #pragma unroll
       for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
