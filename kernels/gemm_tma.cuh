@@ -278,6 +278,7 @@ __global__ void __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIR
     }
     return;  // (a separate loop: a branch around the wgmma would make ptxas serialize them)
   }
+  const EpilogueRows rows = epilogue_rows(p, s_slot, wg, ctid % 128);  // read during the main loop
   float acc[C::kAcc];
 #pragma unroll
   for (int i = 0; i < C::kAcc; ++i) acc[i] = 0.0f;
@@ -291,7 +292,7 @@ __global__ void __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIR
   wgmma_wait<0>();
 #pragma unroll
   for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
-  wg_epilogue<T, BM, BN, GATE_UP>(p, acc, wg, ctid % 128, s_slot, m_tile, col0, expert, split);
+  wg_epilogue<T, BM, BN, GATE_UP>(p, acc, wg, ctid % 128, rows, m_tile, col0, expert, split);
 #endif
 }
 
@@ -492,6 +493,8 @@ __global__ void __launch_bounds__(384, 1)
         TileWork nw;
         next = tile_work_at(p, v, m_tiles, splits, nw);
       }
+      const EpilogueRows rows =
+          epilogue_rows(p, p.sorted_slots + int64_t(w.m_tile) * C::BM, 0, ctid);
       if (turn > 0) named_bar_sync(1 + (turn & 1), 256);  // the other issued its main loop
       float acc[C::kAcc];
 #pragma unroll
@@ -508,8 +511,8 @@ __global__ void __launch_bounds__(384, 1)
       mbar_arrive(r.empty0 + 8 * ((q + KT - 1) % STAGES));
 #pragma unroll
       for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
-      wg_epilogue<T, C::BM, BN, GATE_UP>(p, acc, 0, ctid, p.sorted_slots + int64_t(w.m_tile) * C::BM,
-                                          w.m_tile, w.n_tile * C::kOutCols, w.expert, w.split);
+      wg_epilogue<T, C::BM, BN, GATE_UP>(p, acc, 0, ctid, rows, w.m_tile, w.n_tile * C::kOutCols,
+                                          w.expert, w.split);
     }
     q += KT;
     ++turn;
@@ -539,6 +542,8 @@ __global__ void __launch_bounds__(384, 1)
     TileWork w;
     if (!tile_work_at(p, u, m_tiles, splits, w)) continue;
     const int KT = (w.k_end - w.k_begin + C::BK - 1) / C::BK;
+    const EpilogueRows rows =
+        epilogue_rows(p, p.sorted_slots + int64_t(w.m_tile) * C::BM, wg, ctid);
     bool live = true;  // this warpgroup's 64 rows hold a slot (the producer's s_boxes)
     float acc[C::kAcc];
 #pragma unroll
@@ -557,8 +562,8 @@ __global__ void __launch_bounds__(384, 1)
     if (live) {
 #pragma unroll
       for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
-      wg_epilogue<T, C::BM, BN, GATE_UP>(p, acc, wg, ctid, p.sorted_slots + int64_t(w.m_tile) * C::BM,
-                                          w.m_tile, w.n_tile * C::kOutCols, w.expert, w.split);
+      wg_epilogue<T, C::BM, BN, GATE_UP>(p, acc, wg, ctid, rows, w.m_tile, w.n_tile * C::kOutCols,
+                                          w.expert, w.split);
     }
     q += KT;
   }

@@ -168,23 +168,42 @@ __device__ __forceinline__ float gate_up_value(const GemmParams& p, const T* bia
   return apply_act(p.act, g, u, p.alpha, p.limit);
 }
 
+// The two rows of a consumer thread's fragments (row_lo and row_lo + 8 of warpgroup `wg`'s 64,
+// ctid = thread index within it): their slots and routing weights. The TMA rows read them
+// before the main loop, so that the epilogue waits on no global load (a persistent tile's slots
+// are in global memory, and the weight read depends on the slot read).
+struct EpilogueRows {
+  int slot_lo, slot_hi;
+  float w_lo, w_hi;
+};
+__device__ __forceinline__ EpilogueRows epilogue_rows(const GemmParams& p, const int32_t* slots,
+                                                      int wg, int ctid) {
+  const int row_lo = wg * 64 + (ctid / 32) * 16 + (ctid % 32) / 4;
+  EpilogueRows r;
+  r.slot_lo = slots[row_lo];
+  r.slot_hi = slots[row_lo + 8];
+  r.w_lo = r.slot_lo >= 0 && p.slot_weights ? p.slot_weights[r.slot_lo] : 1.0f;
+  r.w_hi = r.slot_hi >= 0 && p.slot_weights ? p.slot_weights[r.slot_hi] : 1.0f;
+  return r;
+}
+
 // The epilogue of one consumer warpgroup `wg` (64 rows; ctid = thread index within it) holding
-// the m64 x BN accumulator fragment `acc`: gate-up applies bias + activation and stores the
-// intermediate row; down scales by the routing weight and adds into the fp32 output. Fragment
-// f: row 16 * warp + lane / 4 + 8 * ((f % 4) / 2), column 8 * (f / 4) + 2 * (lane % 4) + f % 2;
-// rows_to_quads pairs f and f + 2 so each lane writes four consecutive columns of one row.
+// the m64 x BN accumulator fragment `acc`, its rows `rows` (epilogue_rows): gate-up applies
+// bias + activation and stores the intermediate row; down scales by the routing weight and adds
+// into the fp32 output. Fragment f: row 16 * warp + lane / 4 + 8 * ((f % 4) / 2), column
+// 8 * (f / 4) + 2 * (lane % 4) + f % 2; rows_to_quads pairs f and f + 2 so each lane writes
+// four consecutive columns of one row.
 template <typename T, int BM, int BN, bool GATE_UP>
 __device__ __forceinline__ void wg_epilogue(const GemmParams& p, const float* acc, int wg,
-                                            int ctid, const int32_t* s_slot, int m_tile,
+                                            int ctid, const EpilogueRows& rows, int m_tile,
                                             int col0, int expert, int split) {
   constexpr int kAcc = BN / 2;  // (BN / 128) n128 blocks x 64 floats
   const int lane = ctid % 32, warp_in_wg = ctid / 32;
   const T* bias =
       p.bias ? static_cast<const T*>(p.bias) + int64_t(expert) * p.bias_expert_stride : nullptr;
   const int row_lo = wg * 64 + warp_in_wg * 16 + lane / 4;
-  const int slot_lo = s_slot[row_lo], slot_hi = s_slot[row_lo + 8];
-  const float w_lo = slot_lo >= 0 && p.slot_weights ? p.slot_weights[slot_lo] : 1.0f;
-  const float w_hi = slot_hi >= 0 && p.slot_weights ? p.slot_weights[slot_hi] : 1.0f;
+  const int slot_lo = rows.slot_lo, slot_hi = rows.slot_hi;
+  const float w_lo = rows.w_lo, w_hi = rows.w_hi;
   const int slot = lane & 1 ? slot_hi : slot_lo;  // the row this lane writes
   const int col_off = 4 * ((lane % 4) / 2);
   if constexpr (GATE_UP) {
@@ -299,7 +318,8 @@ __global__ void __launch_bounds__(BM * 2, 1) wgmma_gemm_kernel(const GemmParams 
 #pragma unroll
   for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
 
-  wg_epilogue<T, BM, BN, GATE_UP>(p, acc, wg, tid % 128, s_slot, m_tile, col0, expert, split);
+  wg_epilogue<T, BM, BN, GATE_UP>(p, acc, wg, tid % 128, epilogue_rows(p, s_slot, wg, tid % 128),
+                                  m_tile, col0, expert, split);
 #endif
 }
 
@@ -418,7 +438,8 @@ __global__ void __launch_bounds__(BM * 2 + 128, 1) wgmma_ws_gemm_kernel(const Ge
   wgmma_wait<0>();
 #pragma unroll
   for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
-  wg_epilogue<T, BM, BN, GATE_UP>(p, acc, wg, ctid % 128, s_slot, m_tile, col0, expert, split);
+  wg_epilogue<T, BM, BN, GATE_UP>(p, acc, wg, ctid % 128, epilogue_rows(p, s_slot, wg, ctid % 128),
+                                  m_tile, col0, expert, split);
 #endif
 }
 
