@@ -137,6 +137,13 @@ TileChoice choose_hopper(const Tables& t, int slots, int64_t active, int num_loc
       c.gate_up_cfg = find(t.gate_up, "tma_c128n128");
       c.down_cfg = find(t.down, "tma_m128n256");
       c.down_split_k = inter >= 4096 ? 2 : 1;
+    } else if (!short_k && per_expert > 96 && per_expert <= 160) {
+      // About 128 slots per expert and a long down K (gpt-oss 4096 tokens): one 192-row tile
+      // per expert reads its weights once, where 128-row tiles read them twice for about half
+      // the experts.
+      c.block_m = 192;
+      c.gate_up_cfg = find(t.gate_up, "tma_m192n64");
+      c.down_cfg = find(t.down, "tma_m192n128");
     } else if (short_k && per_expert > 512) {
       c.gate_up_cfg = find(t.gate_up, "tma_c128n128");  // qwen3 16384 tokens
       c.down_cfg = find(t.down, "tma_m128n128s3");

@@ -145,6 +145,10 @@ const TileConfig kTmaGateUpConfigs[] = {
     MOE_TMA_ROW("tma_m128n64", 128, 128, 6, true, 1),
     MOE_TMA_ROW("tma_m64n128", 64, 256, 4, true, 1),
     MOE_TMA_ROW("tma_m128n64s3", 128, 128, 3, true, 2),
+    // 192-row tiles (three consumer warpgroups) for about 128 slots per expert: one tile holds an
+    // expert's slots and their spread, where 128-row tiles read its weights twice for about half
+    // the experts (the second tile mostly padding).
+    MOE_TMA_ROW("tma_m192n64", 192, 128, 5, true, 1),
     MOE_TMA_ROW("tma_m64n64", 64, 128, 4, true, 2),
     MOE_TMA_XROW("tma_m64n64x", 64, 128, 4, 2),
 };
@@ -155,6 +159,7 @@ const TileConfig kTmaDownConfigs[] = {
     MOE_TMA_ROW("tma_m128n128", 128, 128, 6, false, 1),
     MOE_TMA_ROW("tma_m64n256", 64, 256, 4, false, 1),
     MOE_TMA_ROW("tma_m128n128s3", 128, 128, 3, false, 2),
+    MOE_TMA_ROW("tma_m192n128", 192, 128, 5, false, 1),
     MOE_TMA_ROW("tma_m64n128", 64, 128, 4, false, 2),
     // Three CTAs per SM for a short K (DeepSeek-V3 TP8's I = 256: four K tiles a tile).
     MOE_TMA_ROW("tma_m64n128s3", 64, 128, 3, false, 3),

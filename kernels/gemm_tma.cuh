@@ -117,13 +117,14 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map
       : "memory");
 }
 
-// A boxes (64 rows each) a tile loads: BM / 64, or 1 where a 128-row tile's rows 64.. are padding.
+// A boxes (64 rows each) a tile loads: those holding a slot (BM / 64 at most, the first always;
+// the alignment puts an expert's padding after its slots, so box h is live if its first row is).
 template <int BM>
 __device__ __forceinline__ int live_a_boxes(const int32_t* tile_slots) {
-  if constexpr (BM == 128)
-    return tile_slots[64] >= 0 ? 2 : 1;
-  else
-    return 1;
+  int boxes = 1;
+#pragma unroll
+  for (int h = 1; h < BM / 64; ++h) boxes += tile_slots[64 * h] >= 0 ? 1 : 0;
+  return boxes;
 }
 
 // x_direct (gate-up only): the producer warp reads A as the tile's token rows of x itself with
@@ -146,7 +147,7 @@ struct TmaTile {
   static constexpr int kRowInts = XDIRECT ? 2 * BM : BM;  // slots (+ their token rows)
   static constexpr size_t kSmemBytes = size_t(STAGES) * kStageBytes + kRowInts * 4 + 2 * STAGES * 8 + 1024;
   static constexpr int kFullArrivals = XDIRECT ? 33 : 1;  // + the producer warp's 32 lanes
-  static_assert(BM == 64 || BM == 128, "one or two consumer warpgroups");
+  static_assert(BM == 64 || BM == 128 || BM == 192, "one to three consumer warpgroups");
   static_assert(!XDIRECT || GATE_UP, "x read in place: gate-up only");
   static_assert(BN == 128 || BN == 256, "B tile of one n128 or n256 instruction");
   static_assert(kBoxRowsB <= 256 && BM <= 256, "TMA boxes hold at most 256 rows");

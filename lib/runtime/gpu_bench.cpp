@@ -300,7 +300,7 @@ int first_row(int count, kernels::GemmConfigInfo (*row)(int), int block_m, bool 
 
 std::vector<int> candidate_block_m(double per_expert) {
   std::vector<int> out;
-  for (int bm : {8, 16, 32, 48, 64, 80, 128})
+  for (int bm : {8, 16, 32, 48, 64, 80, 128, 192})
     if (bm <= 4 * std::max(per_expert, 4.0) && bm >= per_expert / 8) out.push_back(bm);
   return out;
 }

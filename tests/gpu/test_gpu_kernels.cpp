@@ -508,7 +508,8 @@ bool wgmma_rows_run(const char* rows) {
 
 // 128-row TMA tiles load and multiply only the lower 64 rows where the upper 64 are padding:
 // experts with 40 and 64 slots take one such tile, 65 and 129 a tile with one slot past row 64,
-// 200 a whole tile and a live one (every tma_ row of both heights, the persistent ones too).
+// 200 a whole tile and a live one (every tma_ row of every height, 64, 128 and 192 rows, the
+// persistent ones too; a 192-row tile: 129 slots fill its three boxes, 200 one whole tile and one box).
 TEST_CASE("gpu 128-row tiles whose upper half is padding, at the 64-slot boundary",
           "[gpu][experts][halves]") {
   if (!wgmma_rows_run("tma_")) return;
