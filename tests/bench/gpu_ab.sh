@@ -8,9 +8,13 @@
 #   AB_ROUNDS=3                         rounds; A first in odd rounds, B first in even ones
 # Reports go to $OUT/ab (default /tmp/moe-gpu-out/ab) as A-<shape>-<round>.json and
 # B-<shape>-<round>.json; the table at the end is tests/bench/ab_compare.py's.
+# A revision needs the repository's .git; the `device` tool sends the working tree without it,
+# so there export the old revision first and carry it: here
+#   mkdir -p .ab/old && git archive OLD | tar -x -C .ab/old     (.ab is git-ignored)
+# then run with carry [".deps", ".ab"]:  bash tests/bench/gpu_ab.sh .ab/old .
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-[ $# -eq 2 ] || { sed -n '2,10p' "$0"; exit 2; }
+[ $# -eq 2 ] || { sed -n '2,14p' "$0"; exit 2; }
 out=${OUT:-/tmp/moe-gpu-out}/ab
 mkdir -p "$out"
 export PATH=/usr/local/cuda/bin:$PATH
@@ -19,10 +23,12 @@ trap 'rm -rf "$work"' EXIT
 
 source_tree() {  # source_tree REV_OR_DIR DEST: the sources of one build
   if [ -d "$1" ]; then
-    cp -r "$1" "$2"
+    mkdir -p "$2"
+    tar -C "$1" --exclude=./.git --exclude='./build*' --exclude=./.ab -cf - . | tar -x -C "$2"
   else
     mkdir -p "$2"
-    git archive "$1" | tar -x -C "$2"
+    git archive "$1" | tar -x -C "$2" ||
+      { echo "gpu_ab.sh: '$1' is neither a directory nor a revision of this repository" >&2; exit 2; }
   fi
   rm -rf "$2"/build* "$2"/.git
 }
