@@ -439,8 +439,8 @@ using CoopTile = PersistentTile<T, 128, BN, STAGES, GATE_UP>;
 // its registers and true.
 template <typename C, bool GATE_UP>
 __device__ __forceinline__ bool persistent_start(const GemmParams& p, const CUtensorMap* map_a,
-                                                 const CUtensorMap* map_b, uint8_t* smem_raw,
-                                                 PersistentRing& r) {
+                                                 const CUtensorMap* map_b, PersistentRing& r) {
+  extern __shared__ uint8_t smem_raw[];
   uint32_t base = smem_addr(smem_raw);
   base += (1024u - (base & 1023u)) & 1023u;
   r.base = base;
@@ -476,23 +476,21 @@ __global__ void __launch_bounds__(384, 1)
                     const __grid_constant__ CUtensorMap map_b) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using C = PingTile<T, BN, STAGES, GATE_UP>;
-  extern __shared__ uint8_t smem_raw[];
   PersistentRing r;
-  if (!persistent_start<C, GATE_UP>(p, &map_a, &map_b, smem_raw, r)) return;
-  const int m_tiles = r.m_tiles, splits = r.splits, units = r.units;
+  if (!persistent_start<C, GATE_UP>(p, &map_a, &map_b, r)) return;
   const int tid = threadIdx.x, wg = tid / 128, ctid = tid % 128;
   int q = 0, turn = 0;  // ring position, index of the tile among this CTA's tiles
-  for (int u = blockIdx.x; u < units; u += gridDim.x) {
+  for (int u = blockIdx.x; u < r.units; u += gridDim.x) {
     TileWork w;
-    if (!tile_work_at(p, u, m_tiles, splits, w)) continue;
+    if (!tile_work_at(p, u, r.m_tiles, r.splits, w)) continue;
     const int KT = (w.k_end - w.k_begin + C::BK - 1) / C::BK;
     const int mine = turn & 1;
     if (mine == wg) {
       // Does this CTA have a later tile (the other warpgroup's, which this one lets start)?
       bool next = false;
-      for (int v = u + gridDim.x; v < units && !next; v += gridDim.x) {
+      for (int v = u + gridDim.x; v < r.units && !next; v += gridDim.x) {
         TileWork nw;
-        next = tile_work_at(p, v, m_tiles, splits, nw);
+        next = tile_work_at(p, v, r.m_tiles, r.splits, nw);
       }
       const EpilogueRows rows =
           epilogue_rows(p, p.sorted_slots + int64_t(w.m_tile) * C::BM, 0, ctid);
@@ -533,15 +531,13 @@ __global__ void __launch_bounds__(384, 1)
                     const __grid_constant__ CUtensorMap map_b) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using C = CoopTile<T, BN, STAGES, GATE_UP>;
-  extern __shared__ uint8_t smem_raw[];
   PersistentRing r;
-  if (!persistent_start<C, GATE_UP>(p, &map_a, &map_b, smem_raw, r)) return;
-  const int m_tiles = r.m_tiles, splits = r.splits, units = r.units;
+  if (!persistent_start<C, GATE_UP>(p, &map_a, &map_b, r)) return;
   const int tid = threadIdx.x, wg = tid / 128, ctid = tid % 128;
   int q = 0;  // ring position
-  for (int u = blockIdx.x; u < units; u += gridDim.x) {
+  for (int u = blockIdx.x; u < r.units; u += gridDim.x) {
     TileWork w;
-    if (!tile_work_at(p, u, m_tiles, splits, w)) continue;
+    if (!tile_work_at(p, u, r.m_tiles, r.splits, w)) continue;
     const int KT = (w.k_end - w.k_begin + C::BK - 1) / C::BK;
     const EpilogueRows rows =
         epilogue_rows(p, p.sorted_slots + int64_t(w.m_tile) * C::BM, wg, ctid);
