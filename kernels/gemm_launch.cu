@@ -125,10 +125,17 @@ TileChoice choose_hopper(const Tables& t, int slots, int64_t active, int num_loc
     c.block_m = per_expert <= 40 ? 48 : 80;
     c.gate_up_cfg = find(t.gate_up, c.block_m == 48 ? "swap_t48n64" : "swap_t80n64");
     c.down_cfg = find(t.down, c.block_m == 48 ? "swap_t48n128" : "swap_t80n128");
-  } else if (per_expert <= 96 && !few_experts) {
+  } else if (per_expert <= 56 && !few_experts) {
     c.block_m = 64;  // two CTAs per SM: one's epilogue overlaps the other's main loop
     c.gate_up_cfg = find(t.gate_up, "tma_m64n64");
     c.down_cfg = find(t.down, short_k ? "tma_m64n128s3" : "tma_m64n128");
+  } else if (per_expert <= 96 && !few_experts) {
+    // About 64 slots per expert (qwen3 1024 tokens): one 128-row tile holds an expert's slots
+    // and their spread (its upper A box skipped when empty), where 64-row tiles give about half
+    // the experts a second tile that reads the weights again; two CTAs per SM both.
+    c.block_m = 128;
+    c.gate_up_cfg = find(t.gate_up, "tma_m128n64s3");
+    c.down_cfg = find(t.down, short_k ? "tma_m128n128s3" : "tma_m128n128");
   } else {
     c.block_m = 128;
     if (few_experts) {
@@ -140,13 +147,14 @@ TileChoice choose_hopper(const Tables& t, int slots, int64_t active, int num_loc
     } else if (!short_k && per_expert > 96 && per_expert <= 160) {
       // About 128 slots per expert and a long down K (gpt-oss 4096 tokens): one 192-row tile
       // per expert reads its weights once, where 128-row tiles read them twice for about half
-      // the experts.
+      // the experts; 192 x 192 tiles (gate-up: 96 + 96 weight rows) load fewer bytes per FLOP.
       c.block_m = 192;
-      c.gate_up_cfg = find(t.gate_up, "tma_m192n64");
-      c.down_cfg = find(t.down, "tma_m192n128");
+      c.gate_up_cfg = find(t.gate_up, "tma_m192n96");
+      c.down_cfg = find(t.down, "tma_m192n192");
     } else if (short_k && per_expert > 512) {
-      c.gate_up_cfg = find(t.gate_up, "tma_c128n128");  // qwen3 16384 tokens
-      c.down_cfg = find(t.down, "tma_m128n128s3");
+      c.block_m = 192;  // qwen3 16384 tokens: the densest tiles, about 1024 slots per expert
+      c.gate_up_cfg = find(t.gate_up, "tma_m192n96");
+      c.down_cfg = find(t.down, "tma_m192n192");
     } else {
       // 64-column gate-up tiles, two CTAs per SM; 128 x 256 down tiles (the 16-byte atomics of
       // the epilogue made the wide down tile the faster one for a short K too).

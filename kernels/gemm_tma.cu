@@ -149,6 +149,11 @@ const TileConfig kTmaGateUpConfigs[] = {
     // expert's slots and their spread, where 128-row tiles read its weights twice for about half
     // the experts (the second tile mostly padding).
     MOE_TMA_ROW("tma_m192n64", 192, 128, 5, true, 1),
+    // 192-row B tiles (96 + 96 weight rows, one n192 instruction): 96 FLOP per byte loaded
+    // against 76 for 192 x 128, where the A re-reads from L2 bound the 128-row-B tiles; 96
+    // columns divide gpt-oss's 2880 and qwen3's 768.
+    MOE_TMA_ROW("tma_m192n96", 192, 192, 4, true, 1),
+    MOE_TMA_ROW("tma_m128n96", 128, 192, 5, true, 1),
     MOE_TMA_ROW("tma_m64n64", 64, 128, 4, true, 2),
     MOE_TMA_XROW("tma_m64n64x", 64, 128, 4, 2),
 };
@@ -160,6 +165,8 @@ const TileConfig kTmaDownConfigs[] = {
     MOE_TMA_ROW("tma_m64n256", 64, 256, 4, false, 1),
     MOE_TMA_ROW("tma_m128n128s3", 128, 128, 3, false, 2),
     MOE_TMA_ROW("tma_m192n128", 192, 128, 5, false, 1),
+    MOE_TMA_ROW("tma_m192n192", 192, 192, 4, false, 1),
+    MOE_TMA_ROW("tma_m128n192", 128, 192, 5, false, 1),
     MOE_TMA_ROW("tma_m64n128", 64, 128, 4, false, 2),
     // Three CTAs per SM for a short K (DeepSeek-V3 TP8's I = 256: four K tiles a tile).
     MOE_TMA_ROW("tma_m64n128s3", 64, 128, 3, false, 3),
@@ -195,12 +202,14 @@ const int kPingDownConfigCount = sizeof(kPingDownConfigs) / sizeof(kPingDownConf
 const TileConfig kCoopGateUpConfigs[] = {
     MOE_COOP_ROW("tma_c128n128", 256, 4, true),
     MOE_COOP_ROW("tma_c128n64", 128, 6, true),
+    MOE_COOP_ROW("tma_c128n96", 192, 5, true),
 };
 const int kCoopGateUpConfigCount = sizeof(kCoopGateUpConfigs) / sizeof(kCoopGateUpConfigs[0]);
 
 const TileConfig kCoopDownConfigs[] = {
     MOE_COOP_ROW("tma_c128n256", 256, 4, false),
     MOE_COOP_ROW("tma_c128n128", 128, 6, false),
+    MOE_COOP_ROW("tma_c128n192", 192, 5, false),
 };
 const int kCoopDownConfigCount = sizeof(kCoopDownConfigs) / sizeof(kCoopDownConfigs[0]);
 

@@ -67,12 +67,77 @@ __device__ __forceinline__ void wgmma_m64n256k16(float*, uint64_t, uint64_t) {
 }
 #endif
 
-// One k16 step of a consumer warpgroup: m64 x BN, B as one n256 or n128 instruction.
+// m64nNk16 for the N that have no hand-written wrapper: the swapped rows' token tiles (8 .. 80)
+// and the 192-row B tiles (gate-up's 96 + 96 weight rows, or 192 down columns, which divide
+// gpt-oss's 2880 into 15 tiles).
+template <int N, typename T>
+__device__ __forceinline__ void wgmma_m64nNk16(float* d, uint64_t desc_a, uint64_t desc_b);
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// One specialization per width N: N / 2 accumulators per thread (REGS: their "%i"
+// list, OUTS: their operands); the two descriptors and the scale-d predicate follow them.
+#define MOE_WGMMA_SPEC(N, TYPE, PTX, REGS, OUTS, A, B, P)                                  \
+  template <>                                                                               \
+  __device__ __forceinline__ void wgmma_m64nNk16<N, TYPE>(float* d, uint64_t desc_a,        \
+                                                          uint64_t desc_b) {                \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" P ", 0;\n"                            \
+                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." PTX "." PTX " {" REGS   \
+                 "}, %" A ", %" B ", p, 1, 1, 0, 0;\n}\n"                                  \
+                 : OUTS                                                                     \
+                 : "l"(desc_a), "l"(desc_b), "r"(1));                                       \
+  }
+#define MOE_WGMMA_REGS_8 "%0, %1, %2, %3"
+#define MOE_WGMMA_OUTS_8 "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+MOE_WGMMA_SPEC(8, __nv_bfloat16, "bf16", MOE_WGMMA_REGS_8, MOE_WGMMA_OUTS_8, "4", "5", "6")
+MOE_WGMMA_SPEC(8, __half, "f16", MOE_WGMMA_REGS_8, MOE_WGMMA_OUTS_8, "4", "5", "6")
+#undef MOE_WGMMA_REGS_8
+#undef MOE_WGMMA_OUTS_8
+#define MOE_WGMMA_REGS_16 "%0, %1, %2, %3, %4, %5, %6, %7"
+#define MOE_WGMMA_OUTS_16 "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+MOE_WGMMA_SPEC(16, __nv_bfloat16, "bf16", MOE_WGMMA_REGS_16, MOE_WGMMA_OUTS_16, "8", "9", "10")
+MOE_WGMMA_SPEC(16, __half, "f16", MOE_WGMMA_REGS_16, MOE_WGMMA_OUTS_16, "8", "9", "10")
+#undef MOE_WGMMA_REGS_16
+#undef MOE_WGMMA_OUTS_16
+#define MOE_WGMMA_REGS_32 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+#define MOE_WGMMA_OUTS_32 "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+MOE_WGMMA_SPEC(32, __nv_bfloat16, "bf16", MOE_WGMMA_REGS_32, MOE_WGMMA_OUTS_32, "16", "17", "18")
+MOE_WGMMA_SPEC(32, __half, "f16", MOE_WGMMA_REGS_32, MOE_WGMMA_OUTS_32, "16", "17", "18")
+#undef MOE_WGMMA_REGS_32
+#undef MOE_WGMMA_OUTS_32
+#define MOE_WGMMA_REGS_48 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23"
+#define MOE_WGMMA_OUTS_48 "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23])
+MOE_WGMMA_SPEC(48, __nv_bfloat16, "bf16", MOE_WGMMA_REGS_48, MOE_WGMMA_OUTS_48, "24", "25", "26")
+MOE_WGMMA_SPEC(48, __half, "f16", MOE_WGMMA_REGS_48, MOE_WGMMA_OUTS_48, "24", "25", "26")
+#undef MOE_WGMMA_REGS_48
+#undef MOE_WGMMA_OUTS_48
+#define MOE_WGMMA_REGS_80 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39"
+#define MOE_WGMMA_OUTS_80 "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39])
+MOE_WGMMA_SPEC(80, __nv_bfloat16, "bf16", MOE_WGMMA_REGS_80, MOE_WGMMA_OUTS_80, "40", "41", "42")
+MOE_WGMMA_SPEC(80, __half, "f16", MOE_WGMMA_REGS_80, MOE_WGMMA_OUTS_80, "40", "41", "42")
+#undef MOE_WGMMA_REGS_80
+#undef MOE_WGMMA_OUTS_80
+#define MOE_WGMMA_REGS_192 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95"
+#define MOE_WGMMA_OUTS_192 "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
+MOE_WGMMA_SPEC(192, __nv_bfloat16, "bf16", MOE_WGMMA_REGS_192, MOE_WGMMA_OUTS_192, "96", "97", "98")
+MOE_WGMMA_SPEC(192, __half, "f16", MOE_WGMMA_REGS_192, MOE_WGMMA_OUTS_192, "96", "97", "98")
+#undef MOE_WGMMA_REGS_192
+#undef MOE_WGMMA_OUTS_192
+#undef MOE_WGMMA_SPEC
+#else
+template <int N, typename T>
+__device__ __forceinline__ void wgmma_m64nNk16(float*, uint64_t, uint64_t) {
+  __trap();  // never launched: wgmma_available() is false without the sm_90a instance
+}
+#endif
+
+// One k16 step of a consumer warpgroup: m64 x BN, B as one n256, n192 or n128 instruction.
 template <typename T, int BN>
 __device__ __forceinline__ void wgmma_step(float* acc, uint64_t desc_a, uint64_t desc_b) {
-  static_assert(BN == 128 || BN == 256, "n128 or n256");
+  static_assert(BN == 128 || BN == 192 || BN == 256, "n128, n192 or n256");
   if constexpr (BN == 256)
     wgmma_m64n256k16<T>(acc, desc_a, desc_b);
+  else if constexpr (BN == 192)
+    wgmma_m64nNk16<192, T>(acc, desc_a, desc_b);
   else
     wgmma_m64n128k16<T>(acc, desc_a, desc_b);
 }
@@ -149,7 +214,7 @@ struct TmaTile {
   static constexpr int kFullArrivals = XDIRECT ? 33 : 1;  // + the producer warp's 32 lanes
   static_assert(BM == 64 || BM == 128 || BM == 192, "one to three consumer warpgroups");
   static_assert(!XDIRECT || GATE_UP, "x read in place: gate-up only");
-  static_assert(BN == 128 || BN == 256, "B tile of one n128 or n256 instruction");
+  static_assert(BN == 128 || BN == 192 || BN == 256, "B tile of one n128, n192 or n256 instruction");
   static_assert(kBoxRowsB <= 256 && BM <= 256, "TMA boxes hold at most 256 rows");
   static_assert(STAGES >= 2, "a ring");
   static_assert(MINB == 1 || kSmemBytes * MINB <= 227 * 1024, "MINB CTAs per SM must fit");
@@ -424,7 +489,7 @@ struct PersistentTile {
   static constexpr int kStageBytes = kABytes + kBBytes;
   static constexpr size_t kSmemBytes = size_t(STAGES) * kStageBytes + 2 * STAGES * 8 + STAGES * 4 + 1024;
   static_assert(BM == 64 || BM == 128, "ping-pong or cooperative");
-  static_assert(BN == 128 || BN == 256, "B tile of one n128 or n256 instruction");
+  static_assert(BN == 128 || BN == 192 || BN == 256, "B tile of one n128, n192 or n256 instruction");
   static_assert(STAGES >= 2 && kSmemBytes <= 227 * 1024, "a ring that fits");
 };
 template <typename T, int BN, int STAGES, bool GATE_UP>
@@ -576,59 +641,6 @@ __global__ void __launch_bounds__(384, 1)
 // warpgroup and one producer warp per CTA, small stages, several CTAs per SM: many weight
 // bytes in flight per SM through TMA. Gate-up: block 0 holds 64 gate rows and block 1 the same
 // 64 up rows, so one thread has gate and up of an output element in its two accumulators.
-template <int N, typename T>
-__device__ __forceinline__ void wgmma_m64nNk16(float* d, uint64_t desc_a, uint64_t desc_b);
-
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// One specialization per token-tile width N: N / 2 accumulators per thread (REGS: their "%i"
-// list, OUTS: their operands); the two descriptors and the scale-d predicate follow them.
-#define MOE_WGMMA_SPEC(N, TYPE, PTX, REGS, OUTS, A, B, P)                                  \
-  template <>                                                                               \
-  __device__ __forceinline__ void wgmma_m64nNk16<N, TYPE>(float* d, uint64_t desc_a,        \
-                                                          uint64_t desc_b) {                \
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" P ", 0;\n"                            \
-                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." PTX "." PTX " {" REGS   \
-                 "}, %" A ", %" B ", p, 1, 1, 0, 0;\n}\n"                                  \
-                 : OUTS                                                                     \
-                 : "l"(desc_a), "l"(desc_b), "r"(1));                                       \
-  }
-#define MOE_WGMMA_REGS_8 "%0, %1, %2, %3"
-#define MOE_WGMMA_OUTS_8 "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-MOE_WGMMA_SPEC(8, __nv_bfloat16, "bf16", MOE_WGMMA_REGS_8, MOE_WGMMA_OUTS_8, "4", "5", "6")
-MOE_WGMMA_SPEC(8, __half, "f16", MOE_WGMMA_REGS_8, MOE_WGMMA_OUTS_8, "4", "5", "6")
-#undef MOE_WGMMA_REGS_8
-#undef MOE_WGMMA_OUTS_8
-#define MOE_WGMMA_REGS_16 "%0, %1, %2, %3, %4, %5, %6, %7"
-#define MOE_WGMMA_OUTS_16 "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-MOE_WGMMA_SPEC(16, __nv_bfloat16, "bf16", MOE_WGMMA_REGS_16, MOE_WGMMA_OUTS_16, "8", "9", "10")
-MOE_WGMMA_SPEC(16, __half, "f16", MOE_WGMMA_REGS_16, MOE_WGMMA_OUTS_16, "8", "9", "10")
-#undef MOE_WGMMA_REGS_16
-#undef MOE_WGMMA_OUTS_16
-#define MOE_WGMMA_REGS_32 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
-#define MOE_WGMMA_OUTS_32 "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-MOE_WGMMA_SPEC(32, __nv_bfloat16, "bf16", MOE_WGMMA_REGS_32, MOE_WGMMA_OUTS_32, "16", "17", "18")
-MOE_WGMMA_SPEC(32, __half, "f16", MOE_WGMMA_REGS_32, MOE_WGMMA_OUTS_32, "16", "17", "18")
-#undef MOE_WGMMA_REGS_32
-#undef MOE_WGMMA_OUTS_32
-#define MOE_WGMMA_REGS_48 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23"
-#define MOE_WGMMA_OUTS_48 "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23])
-MOE_WGMMA_SPEC(48, __nv_bfloat16, "bf16", MOE_WGMMA_REGS_48, MOE_WGMMA_OUTS_48, "24", "25", "26")
-MOE_WGMMA_SPEC(48, __half, "f16", MOE_WGMMA_REGS_48, MOE_WGMMA_OUTS_48, "24", "25", "26")
-#undef MOE_WGMMA_REGS_48
-#undef MOE_WGMMA_OUTS_48
-#define MOE_WGMMA_REGS_80 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39"
-#define MOE_WGMMA_OUTS_80 "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39])
-MOE_WGMMA_SPEC(80, __nv_bfloat16, "bf16", MOE_WGMMA_REGS_80, MOE_WGMMA_OUTS_80, "40", "41", "42")
-MOE_WGMMA_SPEC(80, __half, "f16", MOE_WGMMA_REGS_80, MOE_WGMMA_OUTS_80, "40", "41", "42")
-#undef MOE_WGMMA_REGS_80
-#undef MOE_WGMMA_OUTS_80
-#undef MOE_WGMMA_SPEC
-#else
-template <int N, typename T>
-__device__ __forceinline__ void wgmma_m64nNk16(float*, uint64_t, uint64_t) {
-  __trap();  // never launched: wgmma_available() is false without the sm_90a instance
-}
-#endif
 
 // The four lanes i = 0..3 at distance 4 (lane / 4 = 4 * a + i, one lane % 4) each hold v[e] of
 // M[i][e]; afterwards lane i holds M[0..3][i] in v[0..3] (a 4 x 4 transpose in two exchange
