@@ -2,7 +2,12 @@
 // the replica choice of runtime/backend.h): slots grouped by local expert, each group padded to
 // the GEMM tile height, and the expert of every tile. Up to kFusedMaxSlots slots one block does
 // it all with counters in shared memory (one launch, no global atomics); beyond, three
-// launches: count, scan, scatter.
+// launches over chunks of kChunkSlots slots: each chunk's block counts its slots per expert in
+// shared memory (each slot's rank among its chunk's slots of that expert kept) and takes its
+// offset within each expert's group with one global atomic per expert; one block scans the
+// totals into tiles; the chunks scatter their slots. A global atomic per slot (on one of a few
+// hundred addresses) took 36 us for qwen3's 32768 slots on an H200. More local experts than
+// kFusedMaxExperts: one global atomic per slot (count, scan, scatter).
 #include <algorithm>
 
 #include "device_utils.cuh"
@@ -15,6 +20,8 @@ constexpr int kScanThreads = 1024;
 // table, expert map) run one after another. H200 (`bench --breakdown`, align alone): 4-8 us up
 // to 2048 slots; at 8192 slots 22-25 us in one block against 14-18 us in three launches.
 constexpr int kFusedMaxSlots = 2048, kFusedMaxExperts = 1024;
+constexpr int kChunkSlots = 1024;  // one slot a thread: its loads are a dependent chain
+int64_t chunk_count(int64_t slots) { return (slots + kChunkSlots - 1) / kChunkSlots; }
 
 // The local expert of slot s (token s / top_k): its replica by token, then the rank's map.
 __device__ __forceinline__ int slot_local_expert(const int32_t* topk_ids, const ReplicaTable& table,
@@ -107,6 +114,43 @@ __global__ void scatter_kernel(const int32_t* slot_expert, int64_t slots, int32_
   if (e >= 0) sorted_slots[atomicAdd(&cursor[e], 1)] = int32_t(s);
 }
 
+// Chunk b's slots (one a thread): local expert, rank among the chunk's slots of that expert
+// (shared-memory counters), and per expert the chunk's offset within the expert's group: one
+// global atomic per chunk and expert (counts: the experts' totals, zeroed before).
+__global__ void __launch_bounds__(kChunkSlots)
+    chunk_count_kernel(const int32_t* topk_ids, ReplicaTable table, int tokens, int top_k,
+                       int num_local, int32_t* slot_expert, int32_t* slot_rank, int32_t* counts,
+                       int32_t* chunk_offset) {
+  __shared__ int32_t s_counts[kFusedMaxExperts];
+  const int tid = threadIdx.x;
+  const int64_t slots = int64_t(tokens) * top_k, s = int64_t(blockIdx.x) * kChunkSlots + tid;
+  for (int e = tid; e < num_local; e += kChunkSlots) s_counts[e] = 0;
+  __syncthreads();
+  if (s < slots) {
+    const int local = slot_local_expert(topk_ids, table, s, top_k);
+    slot_expert[s] = local;
+    slot_rank[s] = local >= 0 ? atomicAdd(&s_counts[local], 1) : 0;
+  }
+  __syncthreads();
+  for (int e = tid; e < num_local; e += kChunkSlots) {
+    const int c = s_counts[e];
+    chunk_offset[int64_t(blockIdx.x) * num_local + e] = c > 0 ? atomicAdd(&counts[e], c) : 0;
+  }
+}
+
+// After scan_tiles turned counts into each expert's first row: every slot to its row.
+__global__ void __launch_bounds__(kChunkSlots)
+    chunk_scatter_kernel(const int32_t* slot_expert, const int32_t* slot_rank, int64_t slots,
+                         int num_local, const int32_t* expert_begin, const int32_t* chunk_offset,
+                         int32_t* sorted_slots) {
+  const int64_t s = int64_t(blockIdx.x) * kChunkSlots + threadIdx.x;
+  if (s >= slots) return;
+  const int e = slot_expert[s];
+  if (e >= 0)
+    sorted_slots[expert_begin[e] + chunk_offset[int64_t(blockIdx.x) * num_local + e] + slot_rank[s]] =
+        int32_t(s);
+}
+
 __global__ void identity_kernel(int tokens, int block_m, int32_t* sorted_slots,
                                 int32_t* tile_expert, int32_t* num_tiles) {
   const int tiles = (tokens + block_m - 1) / block_m;
@@ -117,6 +161,12 @@ __global__ void identity_kernel(int tokens, int block_m, int32_t* sorted_slots,
 }
 
 }  // namespace
+
+int64_t align_scratch_ints(int slots, int num_local) {
+  const int64_t n = std::max(0, num_local) + 1;
+  if (slots <= kFusedMaxSlots || num_local > kFusedMaxExperts) return n;
+  return n + int64_t(slots) + chunk_count(slots) * num_local;  // + ranks + chunk counts
+}
 
 int align_max_tiles(int slots, int num_local, int block_m) {
   if (slots <= 0 || num_local <= 0 || block_m <= 0) return 1;
@@ -138,6 +188,22 @@ cudaError_t launch_align(const int32_t* topk_ids, const ReplicaTable& table, int
   }
   cudaError_t err = cudaMemsetAsync(b.counts, 0, sizeof(int32_t) * (num_local + 1), stream);
   if (err != cudaSuccess) return err;
+  if (num_local <= kFusedMaxExperts) {  // chunks, shared-memory counters (scratch: see above)
+    int32_t* rank = b.counts + num_local + 1;
+    int32_t* chunk_offset = rank + slots;
+    const unsigned chunks = unsigned(chunk_count(slots));
+    chunk_count_kernel<<<chunks, kChunkSlots, 0, stream>>>(topk_ids, table, tokens, top_k,
+                                                           num_local, b.slot_expert, rank,
+                                                           b.counts, chunk_offset);
+    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+    scan_kernel<<<1, kScanThreads, 0, stream>>>(num_local, block_m, b.counts, b.sorted_slots,
+                                                b.tile_expert, b.num_tiles);
+    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+    chunk_scatter_kernel<<<chunks, kChunkSlots, 0, stream>>>(b.slot_expert, rank, slots, num_local,
+                                                             b.counts, chunk_offset,
+                                                             b.sorted_slots);
+    return cudaGetLastError();
+  }
   if (slots > 0) {
     count_kernel<<<unsigned((slots + 255) / 256), 256, 0, stream>>>(topk_ids, table, tokens,
                                                                     top_k, b.slot_expert, b.counts);

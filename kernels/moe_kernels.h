@@ -63,12 +63,13 @@ struct ReplicaTable {
 // Sorted layout: slots grouped by local expert, each group padded to block_m rows with -1.
 struct AlignBuffers {
   int32_t* slot_expert;   // [T * top_k] local expert of each slot or -1
-  int32_t* counts;        // [num_local + 1] scratch
+  int32_t* counts;        // [align_scratch_ints(T * top_k, num_local)] scratch
   int32_t* sorted_slots;  // [align_capacity]
   int32_t* tile_expert;   // [align_max_tiles]
   int32_t* num_tiles;     // [1]
 };
 int align_max_tiles(int slots, int num_local, int block_m);
+int64_t align_scratch_ints(int slots, int num_local);
 inline int64_t align_capacity(int slots, int num_local, int block_m) {
   return int64_t(align_max_tiles(slots, num_local, block_m)) * block_m;
 }

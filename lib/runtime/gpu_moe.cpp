@@ -345,7 +345,7 @@ void run_routed_experts(const GpuExperts& w, const GpuRouteTable& table, const E
   const int slots = in.tokens * in.top_k;
   const int max_tiles = kernels::align_max_tiles(slots, w.num_local, tc.block_m);
   ws.slot_expert.ensure(size_t(slots) * 4);
-  ws.counts.ensure(size_t(w.num_local + 1) * 4);
+  ws.counts.ensure(size_t(kernels::align_scratch_ints(slots, w.num_local)) * 4);
   ws.sorted_slots.ensure(size_t(max_tiles) * tc.block_m * 4);
   ws.tile_expert.ensure(size_t(max_tiles) * 4);
   ws.num_tiles.ensure(4);

@@ -293,6 +293,75 @@ TEST_CASE("gpu routing matches the float64 oracle for every RoutingSpec variant"
   }
 }
 
+namespace {
+
+// The alignment of T random routings (top-K of the table's logical experts) against the host's view: every
+// slot's local expert, the tile count, tiles in expert order, padding only at an expert's tail,
+// and every slot of this rank exactly once. Sorted slots poisoned first.
+void check_alignment(const HostRouteTable& table, const GpuRouteTable& d_table, int E_local, int T,
+                     int K, int bm, std::mt19937_64& rng, cudaStream_t s) {
+  INFO("T = " << T << ", top-k " << K << ", local experts " << E_local << ", block_m = " << bm);
+  std::vector<int32_t> ids;
+  std::vector<float> w;
+  random_routing(rng, T, table.num_logical, K, ids, w);
+  DeviceBuffer d_ids, slot_expert, counts, sorted, tiles, num;
+  to_device(d_ids, ids, s);
+  const int max_tiles = kernels::align_max_tiles(T * K, E_local, bm);
+  slot_expert.ensure(size_t(T) * K * 4);
+  counts.ensure(size_t(kernels::align_scratch_ints(T * K, E_local)) * 4);
+  sorted.ensure(size_t(max_tiles) * bm * 4);
+  tiles.ensure(size_t(max_tiles) * 4);
+  num.ensure(4);
+  cuda_check(kernels::launch_fill_nan_f32(sorted.as<float>(), int64_t(max_tiles) * bm, s), "poison");
+  cuda_check(kernels::launch_fill_nan_f32(counts.as<float>(), kernels::align_scratch_ints(T * K, E_local), s),
+             "poison");
+  kernels::AlignBuffers ab{slot_expert.as<int32_t>(), counts.as<int32_t>(), sorted.as<int32_t>(),
+                           tiles.as<int32_t>(), num.as<int32_t>()};
+  cuda_check(kernels::launch_align(d_ids.as<int32_t>(), d_table.view(), T, K, E_local, bm, ab, s),
+             "align");
+  const int n_tiles = to_host<int32_t>(num, 1, s)[0];
+  REQUIRE(n_tiles <= max_tiles);
+  const auto se = to_host<int32_t>(slot_expert, size_t(T) * K, s);
+  const auto srt = to_host<int32_t>(sorted, size_t(n_tiles) * bm, s);
+  const auto te = to_host<int32_t>(tiles, size_t(std::max(n_tiles, 1)), s);
+  std::vector<int> seen(size_t(T) * K, 0), per_expert(size_t(E_local), 0);
+  int wrong_expert = 0;
+  for (int t = 0; t < T; ++t)
+    for (int k = 0; k < K; ++k)
+      wrong_expert += se[size_t(t) * K + k] != local_expert(table, t, ids[size_t(t) * K + k]);
+  CHECK(wrong_expert == 0);
+  int expected_tiles = 0;
+  for (int32_t e : se)
+    if (e >= 0) ++per_expert[size_t(e)];
+  for (int c : per_expert) expected_tiles += (c + bm - 1) / bm;
+  CHECK(n_tiles == expected_tiles);
+  int bad = 0;  // counted, not CHECKed one by one: tens of thousands of slots
+  for (int i = 0; i < n_tiles; ++i) {
+    REQUIRE(te[size_t(i)] >= 0);
+    REQUIRE(te[size_t(i)] < E_local);
+    if (i > 0) bad += te[size_t(i)] < te[size_t(i - 1)];
+    bool padding = false;
+    for (int r = 0; r < bm; ++r) {
+      const int32_t slot = srt[size_t(i) * bm + r];
+      if (slot < 0) {
+        bad += slot != -1;
+        padding = true;
+        continue;
+      }
+      bad += padding;  // padding only at the tail of an expert's group
+      REQUIRE(slot < T * K);
+      bad += se[size_t(slot)] != te[size_t(i)];
+      ++seen[size_t(slot)];
+    }
+  }
+  CHECK(bad == 0);
+  int unseen = 0;
+  for (size_t sl = 0; sl < seen.size(); ++sl) unseen += seen[sl] != (se[sl] >= 0 ? 1 : 0);
+  CHECK(unseen == 0);
+}
+
+}  // namespace
+
 TEST_CASE("gpu alignment groups slots by local expert, with expert maps and replicas",
           "[gpu][align][sanitize]") {
   CudaStream stream;
@@ -308,60 +377,21 @@ TEST_CASE("gpu alignment groups slots by local expert, with expert maps and repl
     table.expert_map.push_back(it == local.end() ? -1 : int(it - local.begin()));
   }
   const GpuRouteTable d_table = upload(table, s);
-  for (int T : {1, 19, 111, 700, 6000}) {  // up to 111 x 3 slots one block, 700 x 3 three launches
-    for (int bm : {16, 64}) {
-      INFO("T = " << T << ", block_m = " << bm);
-      const int K = 3, E_local = int(local.size());
-      std::vector<int32_t> ids;
-      std::vector<float> w;
-      random_routing(rng, T, 9, K, ids, w);
-      DeviceBuffer d_ids, slot_expert, counts, sorted, tiles, num;
-      to_device(d_ids, ids, s);
-      const int max_tiles = kernels::align_max_tiles(T * K, E_local, bm);
-      slot_expert.ensure(size_t(T) * K * 4);
-      counts.ensure(size_t(E_local + 1) * 4);
-      sorted.ensure(size_t(max_tiles) * bm * 4);
-      tiles.ensure(size_t(max_tiles) * 4);
-      num.ensure(4);
-      cuda_check(kernels::launch_fill_nan_f32(sorted.as<float>(), int64_t(max_tiles) * bm, s), "poison");
-      kernels::AlignBuffers ab{slot_expert.as<int32_t>(), counts.as<int32_t>(), sorted.as<int32_t>(),
-                               tiles.as<int32_t>(), num.as<int32_t>()};
-      cuda_check(kernels::launch_align(d_ids.as<int32_t>(), d_table.view(), T, K, E_local, bm, ab, s),
-                 "align");
-      const int n_tiles = to_host<int32_t>(num, 1, s)[0];
-      REQUIRE(n_tiles <= max_tiles);
-      const auto se = to_host<int32_t>(slot_expert, size_t(T) * K, s);
-      const auto srt = to_host<int32_t>(sorted, size_t(n_tiles) * bm, s);
-      const auto te = to_host<int32_t>(tiles, size_t(std::max(n_tiles, 1)), s);
-      std::vector<int> seen(size_t(T) * K, 0), per_expert(size_t(E_local), 0);
-      for (int t = 0; t < T; ++t)
-        for (int k = 0; k < K; ++k)
-          CHECK(se[size_t(t) * K + k] == local_expert(table, t, ids[size_t(t) * K + k]));
-      int expected_tiles = 0;
-      for (int32_t e : se)
-        if (e >= 0) ++per_expert[size_t(e)];
-      for (int c : per_expert) expected_tiles += (c + bm - 1) / bm;
-      CHECK(n_tiles == expected_tiles);
-      for (int i = 0; i < n_tiles; ++i) {
-        REQUIRE(te[size_t(i)] >= 0);
-        REQUIRE(te[size_t(i)] < E_local);
-        if (i > 0) CHECK(te[size_t(i)] >= te[size_t(i - 1)]);
-        bool padding = false;
-        for (int r = 0; r < bm; ++r) {
-          const int32_t slot = srt[size_t(i) * bm + r];
-          if (slot < 0) {
-            CHECK(slot == -1);
-            padding = true;
-            continue;
-          }
-          CHECK_FALSE(padding);  // padding only at the tail of an expert's group
-          REQUIRE(slot < T * K);
-          CHECK(se[size_t(slot)] == te[size_t(i)]);
-          ++seen[size_t(slot)];
-        }
-      }
-      for (size_t sl = 0; sl < seen.size(); ++sl) CHECK(seen[sl] == (se[sl] >= 0 ? 1 : 0));
-    }
+  // Up to 111 x 3 slots one block; 700 x 3 one chunk of the three launches, 6000 x 3 five.
+  for (int T : {1, 19, 111, 700, 6000})
+    for (int bm : {16, 64}) check_alignment(table, d_table, int(local.size()), T, 3, bm, rng, s);
+}
+
+TEST_CASE("gpu alignment of many slots and many experts (qwen3's 128 experts, more experts than "
+          "shared-memory counters)", "[gpu][align]") {
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  std::mt19937_64 rng(8);
+  for (int experts : {128, 1100}) {
+    const HostRouteTable table = identity_table(experts);
+    const GpuRouteTable d_table = upload(table, s);
+    for (int T : {300, 4096, 16384})
+      for (int bm : {64, 192}) check_alignment(table, d_table, experts, T, 8, bm, rng, s);
   }
 }
 
