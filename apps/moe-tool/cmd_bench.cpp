@@ -22,6 +22,7 @@ struct Args {
   std::vector<std::string> sweep_rows;
   std::string gpus;  // --gpus N|all|env: per-rank kernels and the NCCL all-reduce
   double nccl_timeout = 300;
+  double settle = 0;
 };
 
 constexpr double kCheckTolerance = 1e-2;  // relative L2 vs the naive kernel (bf16 rounding)
@@ -45,10 +46,12 @@ std::vector<int> parse_tokens(const std::string& s) {
 }
 
 void print_table(const moe::BenchReport& r) {
-  std::printf("bench %s: E=%d top-%d H=%d I=%d %s on %s (wgmma %s), %d weight set%s\n",
+  std::printf("bench %s: E=%d top-%d H=%d I=%d %s on %s (wgmma %s), %d weight set%s",
               r.shape.name.c_str(), r.shape.experts, r.shape.top_k, r.shape.hidden, r.shape.inter,
               r.dtype.c_str(), r.device.c_str(), r.wgmma ? "on" : "off", r.weight_sets,
               r.weight_sets == 1 ? "" : "s");
+  if (r.settle_s > 0) std::printf(", each timing after %.2f s of the same work", r.settle_s);
+  std::printf("\n");
   std::printf("ceilings: HBM %.0f GB/s (d2d copy, read+write), tensor %.0f TFLOP/s (cuBLAS bf16 8192^3)\n",
               r.hbm_gbs, r.tensor_tflops);
   std::printf("%7s %10s %7s %8s %8s %10s %7s %8s  %-16s %-16s %5s %9s\n", "tokens", "us", "spread",
@@ -119,6 +122,10 @@ static moe::cli::Registrar reg(70, [](CLI::App& app) {
   sub->add_flag("--sweep", a->sweep,
                 "Also time, per block height near the cell, every gate-up row, then every down "
                 "row and split with the best of them (tuning)");
+  sub->add_option("--settle", a->settle,
+                  "Seconds each ceiling and cell runs before it is timed: steady clocks under "
+                  "the power limit, whatever ran before (default 0: two warm-up calls)")
+      ->check(CLI::Range(0.0, 60.0))->capture_default_str();
   sub->add_flag("--breakdown", a->breakdown,
                 "Also time the alignment, gate-up and down launches, each alone");
   sub->add_option("--sweep-rows", a->sweep_rows,
@@ -154,8 +161,10 @@ static moe::cli::Registrar reg(70, [](CLI::App& app) {
     o.sweep_rows = a->sweep_rows;
     o.breakdown = a->breakdown;
     o.check_max_tokens = a->check_max_tokens;
+    o.settle_s = a->settle;
     o.quiet = a->quiet || a->json;
     if (!a->gpus.empty()) {
+      MOE_CHECK(a->settle == 0, InvalidArgument, "", "", "--settle times one GPU; not with --gpus");
       moe::MultiGpuOptions mg = moe::parse_gpus_option(a->gpus, std::getenv);
       mg.timeout_s = a->nccl_timeout;
       const moe::MultiGpuBenchReport mr = moe::run_multi_gpu_bench(o, mg);

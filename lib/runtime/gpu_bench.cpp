@@ -4,6 +4,7 @@
 #include "runtime/gpu_bench.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -49,6 +50,7 @@ nlohmann::json bench_to_json(const BenchReport& r) {
   j["device"] = r.device;
   j["ceilings"] = {{"hbm_gbs", r.hbm_gbs}, {"tensor_tflops", r.tensor_tflops}};
   j["weight_sets"] = r.weight_sets;
+  j["settle_s"] = r.settle_s;
   j["wgmma"] = r.wgmma;
   j["cells"] = nlohmann::json::array();
   for (const auto& c : r.cells) {
@@ -150,8 +152,19 @@ double quantile(std::vector<double> v, double q) {
   return v.empty() ? 0 : v[size_t(q * double(v.size() - 1))];
 }
 
+// Runs `launch` (asynchronous work on s) again and again for `seconds` of wall time, waiting
+// for each, so the clocks the power limit allows have settled when the timing starts.
+void settle(const std::function<void()>& launch, cudaStream_t s, double seconds) {
+  if (seconds <= 0) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  do {
+    launch();
+    cuda_check(cudaStreamSynchronize(s), "settle");
+  } while (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < seconds);
+}
+
 // Bytes read + written by a large device-to-device copy, per second.
-double measure_hbm_gbs(cudaStream_t s) {
+double measure_hbm_gbs(cudaStream_t s, double settle_s) {
   size_t free_b = 0, total_b = 0;
   cuda_check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
   const size_t bytes = std::min<size_t>(size_t(2) << 30, free_b / 4) & ~size_t(4095);
@@ -162,6 +175,9 @@ double measure_hbm_gbs(cudaStream_t s) {
   CudaEvent e0, e1;
   for (int i = 0; i < 2; ++i)
     cuda_check(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, s), "d2d copy");
+  settle([&] {
+    cuda_check(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, s), "d2d copy");
+  }, s, settle_s);
   std::vector<double> gbs;
   for (int i = 0; i < 10; ++i) {
     cuda_check(cudaEventRecord(e0.get(), s), "event");
@@ -174,7 +190,7 @@ double measure_hbm_gbs(cudaStream_t s) {
 }
 
 // bf16 8192^3 GEMM through cuBLAS on random data.
-double measure_tensor_tflops(cudaStream_t s) {
+double measure_tensor_tflops(cudaStream_t s, double settle_s) {
   const int n = 8192;
   const size_t elems = size_t(n) * n;
   DeviceBuffer a(elems * 2), b(elems * 2), c(elems * 2);
@@ -194,6 +210,7 @@ double measure_tensor_tflops(cudaStream_t s) {
                    "cublasGemmEx");
     };
     for (int i = 0; i < 3; ++i) gemm();
+    settle(gemm, s, settle_s);
     CudaEvent e0, e1;
     for (int i = 0; i < 10; ++i) {
       cuda_check(cudaEventRecord(e0.get(), s), "event");
@@ -217,7 +234,7 @@ struct Timing {
 // Captures `calls` invocations of body into one CUDA graph, replays it, returns the median
 // time per call.
 Timing time_graph(const std::function<void(cudaStream_t, int)>& body, cudaStream_t s,
-                  int calls = 10, double budget_s = 0.25) {
+                  int calls = 10, double budget_s = 0.25, double settle_s = 0) {
   cudaGraph_t graph = nullptr;
   cuda_check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "begin graph capture");
   try {
@@ -236,6 +253,7 @@ Timing time_graph(const std::function<void(cudaStream_t, int)>& body, cudaStream
   try {
     CudaEvent e0, e1;
     for (int i = 0; i < 2; ++i) cuda_check(cudaGraphLaunch(exec, s), "graph launch (warm-up)");
+    settle([&] { cuda_check(cudaGraphLaunch(exec, s), "graph launch (settle)"); }, s, settle_s);
     cuda_check(cudaEventRecord(e0.get(), s), "event");
     cuda_check(cudaGraphLaunch(exec, s), "graph launch");
     cuda_check(cudaEventRecord(e1.get(), s), "event");
@@ -319,8 +337,8 @@ BenchReport run_bench(const BenchOptions& opts) {
   cudaStream_t s = stream.get();
 
   if (opts.measure_ceilings) {
-    rep.hbm_gbs = measure_hbm_gbs(s);
-    rep.tensor_tflops = measure_tensor_tflops(s);
+    rep.hbm_gbs = measure_hbm_gbs(s, opts.settle_s);
+    rep.tensor_tflops = measure_tensor_tflops(s, opts.settle_s);
   }
 
   // Weights: synthetic sets, or one rank-layer of a real shard set / checkpoint.
@@ -370,6 +388,7 @@ BenchReport run_bench(const BenchOptions& opts) {
   rep.shape = shape;
   rep.dtype = dtype == kernels::ElemType::BF16 ? "bf16" : "fp16";
   rep.weight_sets = int(sets.size());
+  rep.settle_s = opts.settle_s;
   const GpuExperts& w0 = sets.front().experts;
   const int E = shape.experts, K = shape.top_k;
 
@@ -474,7 +493,8 @@ BenchReport run_bench(const BenchOptions& opts) {
     }
 
     for (size_t i = 1; i < sets.size(); ++i) call(s, int(i), tc);  // warm every set
-    const Timing t = time_graph([&](cudaStream_t st, int i) { call(st, i, tc); }, s);
+    const Timing t =
+        time_graph([&](cudaStream_t st, int i) { call(st, i, tc); }, s, 10, 0.25, opts.settle_s);
     cell.us = t.us;
     cell.us_spread = t.spread;
     cell.gate_up_cfg = kernels::gate_up_config(tc.gate_up_cfg).name;
@@ -489,7 +509,8 @@ BenchReport run_bench(const BenchOptions& opts) {
     }
     if (opts.breakdown) {  // the workspace holds this cell's alignment from the calls above
       auto stage_us = [&](unsigned st) {
-        return time_graph([&](cudaStream_t s2, int i) { call(s2, i, tc, st); }, s).us;
+        return time_graph([&](cudaStream_t s2, int i) { call(s2, i, tc, st); }, s, 10, 0.25,
+                          opts.settle_s).us;
       };
       cell.align_us = stage_us(kStageAlign);
       cell.gate_up_us = stage_us(kStageGateUp);

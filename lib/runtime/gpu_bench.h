@@ -30,6 +30,10 @@ struct BenchOptions {
   bool breakdown = false;      // also time the alignment, gate-up and down launches apart
   int check_max_tokens = 256;  // compare with the naive kernel up to this many tokens
   bool measure_ceilings = true;
+  // Seconds each ceiling and each cell runs before it is timed (0: timed after two warm-up
+  // calls). Under a power limit the clocks settle within about a second of load, so without it
+  // a cell's time depends on what ran just before (docs/perf.md, "power limit").
+  double settle_s = 0;
   bool quiet = false;
 };
 
@@ -65,6 +69,7 @@ struct BenchReport {
   std::string dtype, device;
   double hbm_gbs = 0, tensor_tflops = 0;  // measured ceilings
   int weight_sets = 1;
+  double settle_s = 0;  // BenchOptions::settle_s
   bool wgmma = false;
   std::vector<BenchCell> cells;
 };

@@ -15,6 +15,8 @@
 #   MOE_SWEEP_ROWS="swap_,tma_"                    sweep only rows with these name prefixes
 #   SWEEP_TOKENS=1024,4096                         token counts of the sweep stage
 #   MOE_BREAKDOWN_TOKENS=1024,4096                 token counts of the breakdown stage
+#   MOE_BENCH_SETTLE=1                             bench and peer: each timing after 1 s of the
+#                                                  same work (bench --settle, PEER_SETTLE)
 #   MOE_PROFILE_CELLS="qwen3-30b:4096 mixtral:4096" Nsight Compute cells (shape:tokens)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -74,13 +76,13 @@ if has bench; then
   for shape in ${MOE_BENCH_SHAPES:-mixtral qwen3-30b deepseek-v3-tp8 gpt-oss-120b}; do
     tokens=1,16,64,256,1024,4096
     [ $shape = qwen3-30b ] && tokens=$tokens,16384  # perf-anchors.md has a 16384 row for it
-    step "bench-$shape" 150 $tool bench --shape $shape --tokens $tokens --json --quiet
+    step "bench-$shape" 150 $tool bench --shape $shape --tokens $tokens --settle "${MOE_BENCH_SETTLE:-0}" --json --quiet
     cp "$out/bench-$shape.log" "$out/bench-$shape.json"
   done
   [ -z "${MOE_BENCH_SHAPES:-}" ] && $tool bench --shape qwen3-30b --tokens 1,16,64,256,1024,4096 --quiet 2>&1 | tail -n 12
 fi
 if has peer; then  # torch._grouped_mm on this machine (perf-anchors.md's method)
-  step peer-grouped-mm 300 env PYTHONUNBUFFERED=1 python3 tests/bench/peer_grouped_mm.py "$out/peer-grouped-mm.json" ${MOE_BENCH_SHAPES:-}
+  step peer-grouped-mm 300 env PYTHONUNBUFFERED=1 PEER_SETTLE="${MOE_BENCH_SETTLE:-0}" python3 tests/bench/peer_grouped_mm.py "$out/peer-grouped-mm.json" ${MOE_BENCH_SHAPES:-}
   cat "$out/peer-grouped-mm.log" >>"$out/summary.txt"
 fi
 if has sweep; then

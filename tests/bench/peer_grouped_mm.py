@@ -2,6 +2,8 @@
 """The torch._grouped_mm peer of ../shared/docs/perf-anchors.md, measured on this machine.
 
 Usage: python3 tests/bench/peer_grouped_mm.py OUT.json [SHAPE ...]
+       PEER_SETTLE=S: every timing after S seconds of replays of the same graph (as `moe-tool
+       bench --settle S`); default 0.
 
 Same method as the anchors (and as `moe-tool bench`): bf16, random weights std 0.02, softmax
 top-k routing on random logits, 3 weight sets rotated, a CUDA graph of 10 calls replayed, the
@@ -11,8 +13,10 @@ mul, down grouped GEMM, routing weight, scatter-add into a zeroed float32 output
 machine's. Only the peer's own code path is here; nothing of moe-tool is used.
 """
 import json
+import os
 import statistics
 import sys
+import time
 
 import torch
 
@@ -23,6 +27,7 @@ SHAPES = {  # E, top_k, H, I
     "gpt-oss-120b": (128, 4, 2880, 2880),
 }
 TOKENS = [1, 16, 64, 256, 1024, 4096]
+SETTLE_S = float(os.environ.get("PEER_SETTLE", "0"))
 
 
 def graph_time(fn, calls=10, replays=20):
@@ -39,6 +44,10 @@ def graph_time(fn, calls=10, replays=20):
             fn(i)
     g.replay()
     torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < SETTLE_S:  # steady clocks under the power limit
+        g.replay()
+        torch.cuda.synchronize()
     times = []
     for _ in range(replays):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -88,7 +97,7 @@ def main(path, names):
     hbm, tflops = ceilings()
     print(f"ceilings: copy {hbm:.0f} GB/s, bf16 8192^3 {tflops:.0f} TFLOP/s", flush=True)
     rep = {"device": torch.cuda.get_device_name(), "hbm_gbs": hbm, "tensor_tflops": tflops,
-           "peer": "torch._grouped_mm", "shapes": {}}
+           "peer": "torch._grouped_mm", "settle_s": SETTLE_S, "shapes": {}}
     for name in names:
         E, K, H, inter = SHAPES[name]
         sets = [(torch.randn(E, 2 * inter, H, dtype=torch.bfloat16, device="cuda") * 0.02,

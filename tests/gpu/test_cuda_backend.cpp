@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <string>
 
@@ -222,4 +223,22 @@ TEST_CASE("bench on a synthetic shape: timings, floor, the naive check, breakdow
   }
   const nlohmann::json j = bench_to_json(r);
   CHECK(j["cells"][1]["breakdown"]["down_us"].get<double>() == Approx(r.cells[1].down_us));
+}
+
+TEST_CASE("bench --settle runs each ceiling and cell that long before timing it", "[gpu][bench]") {
+  BenchOptions b;
+  b.shape = {"small", 8, 2, 256, 128};
+  b.tokens = {16, 64};
+  b.weight_sets = 1;
+  b.settle_s = 0.2;
+  b.quiet = true;
+  const auto t0 = std::chrono::steady_clock::now();
+  const BenchReport r = run_bench(b);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // Two ceilings and two cells, each after 0.2 s of its own work.
+  CHECK(wall >= 4 * 0.2);
+  CHECK(r.settle_s == 0.2);
+  REQUIRE(r.cells.size() == 2);
+  for (const BenchCell& c : r.cells) CHECK(c.us > 0);
+  CHECK(bench_to_json(r)["settle_s"].get<double>() == 0.2);
 }

@@ -329,6 +329,7 @@ TEST_CASE("run and bench --gpus refuse bad values with exit 2 and one line", "[m
       {"run " + ckpt + " --gpus 1 --device cpu", "drop --device cpu"},
       {"run " + ckpt + " --gpus env", "no launcher variables"},
       {"bench --shape mixtral --gpus nope", "--gpus 'nope'"},
+      {"bench --shape mixtral --gpus 2 --settle 1", "not with --gpus"},
   };
   for (const Case& c : cases) {
     INFO(c.args);
