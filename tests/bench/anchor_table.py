@@ -42,7 +42,14 @@ def main_peer(peer_file, files):
         m = pat.match(line)
         if m:
             floor_h100[(NAMES.get(m.group(1), m.group(1)), int(m.group(2)))] = int(m.group(3))
-    print(f"peer machine: {peer['device']}\n")
+    print(f"peer machine: {peer['device']}")
+    settles = sorted({json.load(open(f)).get("settle_s", 0) for f in files})
+    peer_settle = peer.get("settle_s", 0)
+    if settles != [0] or peer_settle:  # bench --settle / PEER_SETTLE: steady clocks
+        note = "" if settles == [peer_settle] else "  (not the same: the columns do not compare)"
+        print(f"settled: moe-tool {', '.join(f'{x:g}' for x in settles)} s, peer {peer_settle:g} s"
+              f"{note}")
+    print()
     print("| shape | tokens | ours us | x floor | torch._grouped_mm us (x floor), same machine | "
           "vLLM Triton x floor (H100) | beats torch | beats vLLM | beats both | tiles |")
     print("|---|---|---|---|---|---|---|---|---|---|")
