@@ -123,8 +123,9 @@ static moe::cli::Registrar reg(70, [](CLI::App& app) {
                 "Also time, per block height near the cell, every gate-up row, then every down "
                 "row and split with the best of them (tuning)");
   sub->add_option("--settle", a->settle,
-                  "Seconds each ceiling and cell runs before it is timed: steady clocks under "
-                  "the power limit, whatever ran before (default 0: two warm-up calls)")
+                  "Seconds each ceiling, cell and --breakdown stage runs before it is timed: "
+                  "steady clocks under the power limit, whatever ran before (default 0: two "
+                  "warm-up calls; --sweep rows are not settled)")
       ->check(CLI::Range(0.0, 60.0))->capture_default_str();
   sub->add_flag("--breakdown", a->breakdown,
                 "Also time the alignment, gate-up and down launches, each alone");
