@@ -72,6 +72,13 @@ if has fixtures; then
     $tool run "$work/deepseek_v3.tp2ep2" --device cuda --tokens 19 --quiet
   rm -rf "$work"
 fi
+smi_pid=""
+if { has bench || has peer || has sweep || has breakdown; } && command -v nvidia-smi >/dev/null; then
+  # Clocks, power and throttle reasons through the timed stages (the power limit: docs/perf.md).
+  nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,clocks_throttle_reasons.active \
+    --format=csv,noheader -lms 100 >"$out/smi.csv" 2>/dev/null &
+  smi_pid=$!
+fi
 if has bench; then
   for shape in ${MOE_BENCH_SHAPES:-mixtral qwen3-30b deepseek-v3-tp8 gpt-oss-120b}; do
     tokens=1,16,64,256,1024,4096
@@ -96,6 +103,10 @@ if has breakdown; then  # each launch alone: where a cell's time goes
     step "breakdown-$shape" 150 $tool bench --shape $shape --tokens ${MOE_BREAKDOWN_TOKENS:-1,16,64,256,1024,4096} --breakdown --quiet
     cat "$out/breakdown-$shape.log" >>"$out/summary.txt"
   done
+fi
+if [ -n "$smi_pid" ]; then
+  kill "$smi_pid" 2>/dev/null; wait "$smi_pid" 2>/dev/null
+  python3 tests/bench/smi_summary.py "$out/smi.csv" | tee -a "$out/summary.txt"
 fi
 if has profile; then  # Nsight Compute on the GEMM kernels of a few cells (what limits them)
   for cell in ${MOE_PROFILE_CELLS:-gpt-oss-120b:64 mixtral:4096 qwen3-30b:1024}; do
