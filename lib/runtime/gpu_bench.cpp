@@ -172,16 +172,16 @@ double measure_hbm_gbs(cudaStream_t s, double settle_s) {
   cuda_check(kernels::launch_fill_normal(a.data(), kernels::ElemType::BF16, int64_t(bytes / 2),
                                          1.0f, 7, s),
              "fill copy source");
+  auto copy = [&] {
+    cuda_check(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, s), "d2d copy");
+  };
   CudaEvent e0, e1;
-  for (int i = 0; i < 2; ++i)
-    cuda_check(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, s), "d2d copy");
-  settle([&] {
-    cuda_check(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, s), "d2d copy");
-  }, s, settle_s);
+  for (int i = 0; i < 2; ++i) copy();
+  settle(copy, s, settle_s);
   std::vector<double> gbs;
   for (int i = 0; i < 10; ++i) {
     cuda_check(cudaEventRecord(e0.get(), s), "event");
-    cuda_check(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, s), "d2d copy");
+    copy();
     cuda_check(cudaEventRecord(e1.get(), s), "event");
     cuda_check(cudaEventSynchronize(e1.get()), "event sync");
     gbs.push_back(2.0 * double(bytes) / (elapsed_ms(e0, e1) * 1e-3) / 1e9);

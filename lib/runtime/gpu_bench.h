@@ -31,8 +31,9 @@ struct BenchOptions {
   int check_max_tokens = 256;  // compare with the naive kernel up to this many tokens
   bool measure_ceilings = true;
   // Seconds each ceiling, cell and breakdown stage runs before it is timed (0: timed after two
-  // warm-up calls; sweep rows never settle). Under a power limit the clocks settle within about a second of load, so without it
-  // a cell's time depends on what ran just before (docs/perf.md, "power limit").
+  // warm-up calls; sweep rows never settle). Under a power limit the clocks settle within about
+  // a second of load, so without it a cell's time depends on what ran just before (docs/perf.md,
+  // "power limit").
   double settle_s = 0;
   bool quiet = false;
 };

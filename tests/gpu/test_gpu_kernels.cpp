@@ -295,9 +295,10 @@ TEST_CASE("gpu routing matches the float64 oracle for every RoutingSpec variant"
 
 namespace {
 
-// The alignment of T random routings (top-K of the table's logical experts) against the host's view: every
-// slot's local expert, the tile count, tiles in expert order, padding only at an expert's tail,
-// and every slot of this rank exactly once. Sorted slots poisoned first.
+// The alignment of T random routings (top-K of the table's logical experts) against the host's
+// view: every slot's local expert, the tile count, tiles in expert order, padding only at an
+// expert's tail, and every slot of this rank exactly once. Sorted slots and scratch poisoned
+// first.
 void check_alignment(const HostRouteTable& table, const GpuRouteTable& d_table, int E_local, int T,
                      int K, int bm, std::mt19937_64& rng, cudaStream_t s) {
   INFO("T = " << T << ", top-k " << K << ", local experts " << E_local << ", block_m = " << bm);
@@ -377,7 +378,7 @@ TEST_CASE("gpu alignment groups slots by local expert, with expert maps and repl
     table.expert_map.push_back(it == local.end() ? -1 : int(it - local.begin()));
   }
   const GpuRouteTable d_table = upload(table, s);
-  // Up to 111 x 3 slots one block; 700 x 3 one chunk of the three launches, 6000 x 3 five.
+  // Up to 111 x 3 slots one block; 700 x 3 the three launches over 3 chunks, 6000 x 3 over 18.
   for (int T : {1, 19, 111, 700, 6000})
     for (int bm : {16, 64}) check_alignment(table, d_table, int(local.size()), T, 3, bm, rng, s);
 }
