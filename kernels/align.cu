@@ -7,7 +7,9 @@
 // offset within each expert's group with one global atomic per expert; one block scans the
 // totals into tiles; the chunks scatter their slots. A global atomic per slot (on one of a few
 // hundred addresses) took 36 us for qwen3's 32768 slots on an H200. More local experts than
-// kFusedMaxExperts: one global atomic per slot (count, scan, scatter).
+// kFusedMaxExperts: one global atomic per slot (count, scan, scatter). The last kernel of each
+// path lets the next one (the gather, or a GEMM; launched dependent, each waits before it reads
+// the tables) launch as it starts.
 #include <algorithm>
 
 #include "device_utils.cuh"
@@ -16,10 +18,10 @@ namespace moe::kernels {
 namespace {
 
 constexpr int kScanThreads = 1024;
-// One block wins while each thread has a slot or two: its slots' dependent loads (ids, replica
-// table, expert map) run one after another. H200 (`bench --breakdown`, align alone): 4-8 us up
-// to 2048 slots; at 8192 slots 22-25 us in one block against 14-18 us in three launches.
-constexpr int kFusedMaxSlots = 2048, kFusedMaxExperts = 1024;
+// One block up to 16 slots a thread and 192 KB of sorted rows (fused_align_kernel), the chunks
+// beyond.
+constexpr int kFusedMaxSlots = 16 * kScanThreads, kFusedMaxExperts = 1024;
+constexpr int kFusedMaxRows = 48 * 1024;
 constexpr int kChunkSlots = 1024;  // one slot a thread: its loads are a dependent chain
 int64_t chunk_count(int64_t slots) { return (slots + kChunkSlots - 1) / kChunkSlots; }
 
@@ -43,7 +45,8 @@ __global__ void count_kernel(const int32_t* topk_ids, ReplicaTable table, int to
 }
 
 // One block of kScanThreads: per-expert tile counts -> exclusive scan -> tile_expert, padding
-// rows, and counts[e] turned into expert e's scatter cursor. `counts` in global or shared memory.
+// rows (unless sorted_slots is null: the caller fills them), and counts[e] turned into expert
+// e's scatter cursor. `counts` in global or shared memory.
 __device__ __forceinline__ void scan_tiles(int num_local, int block_m, int32_t* counts,
                                            int32_t* sorted_slots, int32_t* tile_expert,
                                            int32_t* num_tiles, int32_t* s_sum) {
@@ -66,7 +69,8 @@ __device__ __forceinline__ void scan_tiles(int num_local, int block_m, int32_t* 
     const int tiles = (c + block_m - 1) / block_m;
     for (int i = 0; i < tiles; ++i) tile_expert[tile + i] = e;
     const int64_t begin = int64_t(tile) * block_m;
-    for (int64_t r = begin + c; r < begin + int64_t(tiles) * block_m; ++r) sorted_slots[r] = -1;
+    if (sorted_slots)
+      for (int64_t r = begin + c; r < begin + int64_t(tiles) * block_m; ++r) sorted_slots[r] = -1;
     counts[e] = int(begin);  // becomes the scatter cursor
     tile += tiles;
   }
@@ -80,34 +84,68 @@ __global__ void __launch_bounds__(kScanThreads)
   scan_tiles(num_local, block_m, counts, sorted_slots, tile_expert, num_tiles, s_sum);
 }
 
-// Count, scan and scatter in one block (slots <= kFusedMaxSlots, experts <= kFusedMaxExperts).
-// Each thread scatters the slots it counted, reading back its own slot_expert writes.
+// Count, scan and scatter in one block (slots <= kFusedMaxSlots, experts <= kFusedMaxExperts,
+// the sorted rows <= kFusedMaxRows). Each thread owns PER slots (tid, tid + kScanThreads, ...)
+// and resolves them round by round: all their ids, then their replica ranges, physical experts,
+// local experts, so that the dependent loads of one slot overlap with the other slots'; the
+// local experts stay in registers. The sorted rows are built in shared memory (padding filled,
+// slots scattered there) and written out in one coalesced pass: scattered 4-byte global stores
+// from one SM (a slot's row, each expert's padding run) took 24 us at qwen3's 8192 slots.
+template <int PER>
 __global__ void __launch_bounds__(kScanThreads)
-    fused_align_kernel(const int32_t* topk_ids, ReplicaTable table, int tokens, int top_k,
-                       int num_local, int block_m, int32_t* slot_expert, int32_t* sorted_slots,
-                       int32_t* tile_expert, int32_t* num_tiles) {
+    fused_align_kernel(const int32_t* __restrict__ topk_ids, ReplicaTable table, int tokens,
+                       int top_k, int num_local, int block_m, int32_t* slot_expert,
+                       int32_t* sorted_slots, int32_t* tile_expert, int32_t* num_tiles) {
   __shared__ int32_t s_sum[kScanThreads];
   __shared__ int32_t s_counts[kFusedMaxExperts];
+  extern __shared__ int32_t s_sorted[];  // [align_max_tiles * block_m]
+  allow_dependents();  // the next kernel may launch now: it waits for this one's tables
   const int tid = threadIdx.x;
-  const int64_t slots = int64_t(tokens) * top_k;
+  const int slots = tokens * top_k;  // <= kFusedMaxSlots
   for (int e = tid; e < num_local; e += kScanThreads) s_counts[e] = 0;
-  __syncthreads();
-  for (int64_t s = tid; s < slots; s += kScanThreads) {
-    const int local = slot_local_expert(topk_ids, table, s, top_k);
-    slot_expert[s] = local;
-    if (local >= 0) atomicAdd(&s_counts[local], 1);
+  int v[PER], n[PER];  // v: logical expert, first replica, physical, local expert in turn
+#pragma unroll
+  for (int j = 0; j < PER; ++j) {
+    const int s = tid + j * kScanThreads;
+    v[j] = s < slots ? __ldg(topk_ids + s) : -1;
+  }
+#pragma unroll
+  for (int j = 0; j < PER; ++j) {
+    const int logical = v[j] < 0 ? 0 : v[j];
+    const int first = __ldg(table.offsets + logical);
+    n[j] = v[j] < 0 ? 0 : __ldg(table.offsets + logical + 1) - first;
+    v[j] = first;
+  }
+#pragma unroll
+  for (int j = 0; j < PER; ++j) {
+    const int t = (tid + j * kScanThreads) / top_k;
+    v[j] = n[j] > 0 ? __ldg(table.physical + v[j] + t % max(n[j], 1)) : -1;
+  }
+#pragma unroll
+  for (int j = 0; j < PER; ++j) v[j] = v[j] >= 0 ? __ldg(table.expert_map + v[j]) : -1;
+  __syncthreads();  // s_counts zeroed
+#pragma unroll
+  for (int j = 0; j < PER; ++j) {
+    const int s = tid + j * kScanThreads;
+    if (s < slots) slot_expert[s] = v[j];
+    if (v[j] >= 0) atomicAdd(&s_counts[v[j]], 1);
   }
   __syncthreads();
-  scan_tiles(num_local, block_m, s_counts, sorted_slots, tile_expert, num_tiles, s_sum);
+  scan_tiles(num_local, block_m, s_counts, nullptr, tile_expert, num_tiles, s_sum);
   __syncthreads();
-  for (int64_t s = tid; s < slots; s += kScanThreads) {
-    const int e = slot_expert[s];
-    if (e >= 0) sorted_slots[atomicAdd(&s_counts[e], 1)] = int32_t(s);
-  }
+  const int rows = s_sum[kScanThreads - 1] * block_m;
+  for (int r = tid; r < rows; r += kScanThreads) s_sorted[r] = -1;
+  __syncthreads();
+#pragma unroll
+  for (int j = 0; j < PER; ++j)
+    if (v[j] >= 0) s_sorted[atomicAdd(&s_counts[v[j]], 1)] = tid + j * kScanThreads;
+  __syncthreads();
+  for (int r = tid; r < rows; r += kScanThreads) sorted_slots[r] = s_sorted[r];
 }
 
 __global__ void scatter_kernel(const int32_t* slot_expert, int64_t slots, int32_t* cursor,
                                int32_t* sorted_slots) {
+  allow_dependents();
   const int64_t s = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (s >= slots) return;
   const int e = slot_expert[s];
@@ -143,6 +181,7 @@ __global__ void __launch_bounds__(kChunkSlots)
     chunk_scatter_kernel(const int32_t* slot_expert, const int32_t* slot_rank, int64_t slots,
                          int num_local, const int32_t* expert_begin, const int32_t* chunk_offset,
                          int32_t* sorted_slots) {
+  allow_dependents();
   const int64_t s = int64_t(blockIdx.x) * kChunkSlots + threadIdx.x;
   if (s >= slots) return;
   const int e = slot_expert[s];
@@ -164,8 +203,9 @@ __global__ void identity_kernel(int tokens, int block_m, int32_t* sorted_slots,
 
 int64_t align_scratch_ints(int slots, int num_local) {
   const int64_t n = std::max(0, num_local) + 1;
-  if (slots <= kFusedMaxSlots || num_local > kFusedMaxExperts) return n;
-  return n + int64_t(slots) + chunk_count(slots) * num_local;  // + ranks + chunk counts
+  if (num_local > kFusedMaxExperts) return n;
+  // The chunks' ranks and counts (also where one block would do: that depends on block_m).
+  return n + int64_t(std::max(slots, 0)) + chunk_count(std::max(slots, 0)) * num_local;
 }
 
 int align_max_tiles(int slots, int num_local, int block_m) {
@@ -180,10 +220,28 @@ cudaError_t launch_align(const int32_t* topk_ids, const ReplicaTable& table, int
                          cudaStream_t stream) {
   if (tokens < 0 || top_k <= 0 || num_local <= 0 || block_m <= 0) return cudaErrorInvalidValue;
   const int64_t slots = int64_t(tokens) * top_k;
-  if (slots <= kFusedMaxSlots && num_local <= kFusedMaxExperts) {
-    fused_align_kernel<<<1, kScanThreads, 0, stream>>>(topk_ids, table, tokens, top_k, num_local,
-                                                       block_m, b.slot_expert, b.sorted_slots,
-                                                       b.tile_expert, b.num_tiles);
+  const int64_t rows = slots <= kFusedMaxSlots
+                           ? int64_t(align_max_tiles(int(slots), num_local, block_m)) * block_m
+                           : 0;  // (unused)
+  if (slots <= kFusedMaxSlots && num_local <= kFusedMaxExperts && rows <= kFusedMaxRows) {
+    const int per = int((slots + kScanThreads - 1) / kScanThreads);  // slots a thread
+    using Kernel = void (*)(const int32_t*, ReplicaTable, int, int, int, int, int32_t*, int32_t*,
+                            int32_t*, int32_t*);
+    static const Kernel kernels[4] = {fused_align_kernel<2>, fused_align_kernel<4>,
+                                      fused_align_kernel<8>, fused_align_kernel<16>};
+    static const cudaError_t attr = [] {  // the sorted rows' dynamic shared memory
+      cudaError_t e = cudaSuccess;
+      for (Kernel k : kernels)
+        if (e == cudaSuccess)
+          e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   int(kFusedMaxRows * sizeof(int32_t)));
+      return e;
+    }();
+    if (attr != cudaSuccess) return attr;
+    const Kernel kernel = kernels[per <= 2 ? 0 : per <= 4 ? 1 : per <= 8 ? 2 : 3];
+    kernel<<<1, kScanThreads, size_t(rows) * sizeof(int32_t), stream>>>(
+        topk_ids, table, tokens, top_k, num_local, block_m, b.slot_expert, b.sorted_slots,
+        b.tile_expert, b.num_tiles);
     return cudaGetLastError();
   }
   cudaError_t err = cudaMemsetAsync(b.counts, 0, sizeof(int32_t) * (num_local + 1), stream);

@@ -115,7 +115,9 @@ __device__ __forceinline__ void atomic_add4(float* out, float v0, float v1, floa
 // (the wait returns once the predecessor has completed and its writes are visible), and
 // allow_dependents() once the kernel after it may start. What kernels earlier than the
 // predecessor wrote is complete before the predecessor's own wait returned, provided that
-// predecessor allows its dependents only after its wait, as every kernel here does.
+// predecessor allows its dependents only after its wait, as every dependent kernel here does
+// (the alignment's last kernel, launched plainly, allows them at its start: everything before
+// it was complete when it started).
 __device__ __forceinline__ void grid_dependency_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");

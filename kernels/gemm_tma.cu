@@ -89,7 +89,10 @@ cudaError_t launch_tma_kernel(TmaKernelFn kernel, const GemmParams& p, int split
 
 namespace {
 
-// One warp per sorted row: the token's row of x, or zeros for a padding slot (-1).
+// One warp per sorted row holding a slot: the token's row of x. Padding rows (-1) are left as
+// they are: every GEMM that reads them masks its results by the slot (a padding row's
+// activations are written as zeros, its down rows add nothing), and a padding-only 64-row box is
+// not loaded at all. At qwen3's 64 slots per expert in 128-row tiles that is half the rows.
 __global__ void gather_sorted_kernel(const uint4* __restrict__ x, int64_t ldx8, int k8, int top_k,
                                      const int32_t* __restrict__ sorted,
                                      const int32_t* __restrict__ num_tiles, int block_m,
@@ -101,13 +104,19 @@ __global__ void gather_sorted_kernel(const uint4* __restrict__ x, int64_t ldx8, 
   const int64_t warps = int64_t(gridDim.x) * blockDim.x / 32;
   for (int64_t r = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32; r < rows; r += warps) {
     const int slot = sorted[r];
+    if (slot < 0) continue;
+    const uint4* src = x + int64_t(slot / top_k) * ldx8;
     uint4* dst = out + r * k8;
-    if (slot < 0) {
-      for (int c = lane; c < k8; c += 32) dst[c] = make_uint4(0, 0, 0, 0);
-    } else {
-      const uint4* src = x + int64_t(slot / top_k) * ldx8;
-      for (int c = lane; c < k8; c += 32) dst[c] = __ldg(src + c);
+    int c = lane;
+    for (; c + 96 < k8; c += 128) {  // four 16-byte loads in flight a lane
+      const uint4 a = __ldg(src + c), b = __ldg(src + c + 32), d = __ldg(src + c + 64),
+                  e = __ldg(src + c + 96);
+      dst[c] = a;
+      dst[c + 32] = b;
+      dst[c + 64] = d;
+      dst[c + 96] = e;
     }
+    for (; c < k8; c += 32) dst[c] = __ldg(src + c);
   }
 }
 

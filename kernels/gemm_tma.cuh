@@ -5,7 +5,7 @@
 // (expect-tx), `empty` when every consumer thread is done with it.
 //
 // TMA reads rectangles, so A must be in sorted order: gate-up reads x through a gathered copy
-// (launch_gather_sorted below, one row per sorted slot, zero rows for padding); down reads the
+// (launch_gather_sorted, one row per sorted slot; padding rows are not written); down reads the
 // intermediate, which is in sorted order already. The weights are viewed as 3-D tensors
 // [halves, rows, K] (gate-up: 2 * E halves of n rows, gate and up; down: E experts of n rows),
 // so rows past n and K past k read as zeros at every expert's edge, not the next expert's rows.

@@ -45,7 +45,7 @@ extern const TileConfig kSwapDownConfigs[];
 extern const int kSwapDownConfigCount;
 
 // x rows of the sorted slots [max_tiles * block_m, k] (slot s reads token s / top_k; padding
-// rows are zero): the A operand of the sorted_a rows.
+// rows are not written: the GEMMs mask them): the A operand of the sorted_a rows.
 cudaError_t launch_gather_sorted(const void* x, int ldx, int k, int top_k,
                                  const int32_t* sorted_slots, const int32_t* num_tiles,
                                  int block_m, int max_tiles, void* out, cudaStream_t stream);

@@ -378,8 +378,9 @@ TEST_CASE("gpu alignment groups slots by local expert, with expert maps and repl
     table.expert_map.push_back(it == local.end() ? -1 : int(it - local.begin()));
   }
   const GpuRouteTable d_table = upload(table, s);
-  // Up to 111 x 3 slots one block; 700 x 3 the three launches over 3 chunks, 6000 x 3 over 18.
-  for (int T : {1, 19, 111, 700, 6000})
+  // One block up to 16384 slots: 111 x 3 two slots a thread, 700 x 3 four, 5000 x 3 sixteen;
+  // 6000 x 3 the three launches over 18 chunks.
+  for (int T : {1, 19, 111, 700, 5000, 6000})
     for (int bm : {16, 64}) check_alignment(table, d_table, int(local.size()), T, 3, bm, rng, s);
 }
 
@@ -388,10 +389,13 @@ TEST_CASE("gpu alignment of many slots and many experts (qwen3's 128 experts, mo
   CudaStream stream;
   const cudaStream_t s = stream.get();
   std::mt19937_64 rng(8);
-  for (int experts : {128, 1100}) {
+  for (int experts : {128, 1000, 1100}) {
     const HostRouteTable table = identity_table(experts);
     const GpuRouteTable d_table = upload(table, s);
-    for (int T : {300, 4096, 16384})
+    // 128 experts: one block up to 2048 x 8 slots (4, 8 and 16 a thread), chunks from 2049 x 8
+    // on; 1000 experts: chunks throughout (at least 1000 x 64 possible sorted rows, more than
+    // the one block's shared memory holds); 1100 experts: a global atomic per slot.
+    for (int T : {300, 1024, 2048, 2049, 4096, 16384})
       for (int bm : {64, 192}) check_alignment(table, d_table, experts, T, 8, bm, rng, s);
   }
 }
