@@ -1,7 +1,8 @@
 // Token-slot to expert alignment (vLLM's moe_align_block_size, plus the rank's expert map and
 // the replica choice of runtime/backend.h): slots grouped by local expert, each group padded to
-// the GEMM tile height, and the expert of every tile. Up to kFusedMaxSlots slots one block does
-// it all with counters in shared memory (one launch, no global atomics); beyond, three
+// the GEMM tile height, and the expert of every tile. Up to kFusedMaxSlots slots (and
+// kFusedMaxRows possible sorted rows) one block does it all with counters and the sorted rows
+// in shared memory (one launch, no global atomics); beyond, three
 // launches over chunks of kChunkSlots slots: each chunk's block counts its slots per expert in
 // shared memory (each slot's rank among its chunk's slots of that expert kept) and takes its
 // offset within each expert's group with one global atomic per expert; one block scans the
@@ -44,44 +45,68 @@ __global__ void count_kernel(const int32_t* topk_ids, ReplicaTable table, int to
   if (local >= 0) atomicAdd(&counts[local], 1);
 }
 
-// One block of kScanThreads: per-expert tile counts -> exclusive scan -> tile_expert, padding
-// rows (unless sorted_slots is null: the caller fills them), and counts[e] turned into expert
-// e's scatter cursor. `counts` in global or shared memory.
-__device__ __forceinline__ void scan_tiles(int num_local, int block_m, int32_t* counts,
-                                           int32_t* sorted_slots, int32_t* tile_expert,
-                                           int32_t* num_tiles, int32_t* s_sum) {
-  const int tid = threadIdx.x;
+// One block of kScanThreads: per-expert tile counts -> exclusive scan (warp shuffles, then the
+// 32 warp totals) -> tile_expert, padding rows (unless sorted_slots is null: the caller fills
+// them; each warp writes its lanes' experts' padding runs together, so the stores coalesce),
+// and counts[e] turned into expert e's scatter cursor. `counts` in global or shared memory.
+// Returns the tile count.
+__device__ __forceinline__ int scan_tiles(int num_local, int block_m, int32_t* counts,
+                                          int32_t* sorted_slots, int32_t* tile_expert,
+                                          int32_t* num_tiles, int32_t* s_warp) {
+  constexpr unsigned kAll = 0xffffffffu;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int per = (num_local + kScanThreads - 1) / kScanThreads;
   const int e0 = min(num_local, tid * per), e1 = min(num_local, e0 + per);
   int mine = 0;
   for (int e = e0; e < e1; ++e) mine += (counts[e] + block_m - 1) / block_m;
-  s_sum[tid] = mine;
+  int incl = mine;
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1) {
+    const int v = __shfl_up_sync(kAll, incl, off);
+    if (lane >= off) incl += v;
+  }
+  if (lane == 31) s_warp[warp] = incl;
   __syncthreads();
-  for (int off = 1; off < kScanThreads; off <<= 1) {
-    const int v = tid >= off ? s_sum[tid - off] : 0;
-    __syncthreads();
-    s_sum[tid] += v;
-    __syncthreads();
+  if (warp == 0) {
+    int w = s_warp[lane];
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+      const int v = __shfl_up_sync(kAll, w, off);
+      if (lane >= off) w += v;
+    }
+    s_warp[lane] = w;  // inclusive prefix of the warp totals
   }
-  int tile = s_sum[tid] - mine;  // exclusive prefix, in tiles
-  for (int e = e0; e < e1; ++e) {
-    const int c = counts[e];
-    const int tiles = (c + block_m - 1) / block_m;
-    for (int i = 0; i < tiles; ++i) tile_expert[tile + i] = e;
-    const int64_t begin = int64_t(tile) * block_m;
+  __syncthreads();
+  const int total = s_warp[kScanThreads / 32 - 1];
+  int tile = incl - mine + (warp > 0 ? s_warp[warp - 1] : 0);  // exclusive prefix, in tiles
+  for (int i = 0; i < per; ++i) {  // the same trip count in every lane: the shuffles below
+    const int e = e0 + i;
+    int64_t pad_begin = 0, pad_end = 0;
+    if (e < e1) {
+      const int c = counts[e];
+      const int tiles = (c + block_m - 1) / block_m;
+      for (int j = 0; j < tiles; ++j) tile_expert[tile + j] = e;
+      const int64_t begin = int64_t(tile) * block_m;
+      pad_begin = begin + c;
+      pad_end = begin + int64_t(tiles) * block_m;
+      counts[e] = int(begin);  // becomes the scatter cursor
+      tile += tiles;
+    }
     if (sorted_slots)
-      for (int64_t r = begin + c; r < begin + int64_t(tiles) * block_m; ++r) sorted_slots[r] = -1;
-    counts[e] = int(begin);  // becomes the scatter cursor
-    tile += tiles;
+      for (int src = 0; src < 32; ++src) {
+        const int64_t b = __shfl_sync(kAll, pad_begin, src), n = __shfl_sync(kAll, pad_end, src);
+        for (int64_t r = b + lane; r < n; r += 32) sorted_slots[r] = -1;
+      }
   }
-  if (tid == kScanThreads - 1) *num_tiles = s_sum[tid];
+  if (tid == 0) *num_tiles = total;
+  return total;
 }
 
 __global__ void __launch_bounds__(kScanThreads)
     scan_kernel(int num_local, int block_m, int32_t* counts, int32_t* sorted_slots,
                 int32_t* tile_expert, int32_t* num_tiles) {
-  __shared__ int32_t s_sum[kScanThreads];
-  scan_tiles(num_local, block_m, counts, sorted_slots, tile_expert, num_tiles, s_sum);
+  __shared__ int32_t s_warp[kScanThreads / 32];
+  scan_tiles(num_local, block_m, counts, sorted_slots, tile_expert, num_tiles, s_warp);
 }
 
 // Count, scan and scatter in one block (slots <= kFusedMaxSlots, experts <= kFusedMaxExperts,
@@ -96,9 +121,10 @@ __global__ void __launch_bounds__(kScanThreads)
     fused_align_kernel(const int32_t* __restrict__ topk_ids, ReplicaTable table, int tokens,
                        int top_k, int num_local, int block_m, int32_t* slot_expert,
                        int32_t* sorted_slots, int32_t* tile_expert, int32_t* num_tiles) {
-  __shared__ int32_t s_sum[kScanThreads];
+  __shared__ int32_t s_warp[kScanThreads / 32];
   __shared__ int32_t s_counts[kFusedMaxExperts];
-  extern __shared__ int32_t s_sorted[];  // [align_max_tiles * block_m]
+  extern __shared__ int4 s_sorted4[];  // [align_max_tiles * block_m] ints
+  int32_t* s_sorted = reinterpret_cast<int32_t*>(s_sorted4);
   allow_dependents();  // the next kernel may launch now: it waits for this one's tables
   const int tid = threadIdx.x;
   const int slots = tokens * top_k;  // <= kFusedMaxSlots
@@ -116,10 +142,19 @@ __global__ void __launch_bounds__(kScanThreads)
     n[j] = v[j] < 0 ? 0 : __ldg(table.offsets + logical + 1) - first;
     v[j] = first;
   }
+  // Slot tid + j * kScanThreads is token t of rank r: stepped without a division per slot.
+  const int step_t = kScanThreads / top_k, step_r = kScanThreads % top_k;
+  int t = tid / top_k, r = tid % top_k;
 #pragma unroll
   for (int j = 0; j < PER; ++j) {
-    const int t = (tid + j * kScanThreads) / top_k;
-    v[j] = n[j] > 0 ? __ldg(table.physical + v[j] + t % max(n[j], 1)) : -1;
+    const int replica = n[j] > 1 ? t % n[j] : 0;  // one replica (the usual case): no modulo
+    v[j] = n[j] > 0 ? __ldg(table.physical + v[j] + replica) : -1;
+    t += step_t;
+    r += step_r;
+    if (r >= top_k) {
+      r -= top_k;
+      ++t;
+    }
   }
 #pragma unroll
   for (int j = 0; j < PER; ++j) v[j] = v[j] >= 0 ? __ldg(table.expert_map + v[j]) : -1;
@@ -131,16 +166,24 @@ __global__ void __launch_bounds__(kScanThreads)
     if (v[j] >= 0) atomicAdd(&s_counts[v[j]], 1);
   }
   __syncthreads();
-  scan_tiles(num_local, block_m, s_counts, nullptr, tile_expert, num_tiles, s_sum);
-  __syncthreads();
-  const int rows = s_sum[kScanThreads - 1] * block_m;
-  for (int r = tid; r < rows; r += kScanThreads) s_sorted[r] = -1;
-  __syncthreads();
+  const int rows = scan_tiles(num_local, block_m, s_counts, nullptr, tile_expert, num_tiles,
+                              s_warp) * block_m;
+  // Padding everywhere first, 16 bytes a store where the rows allow it.
+  const bool vec = rows % 4 == 0 && (reinterpret_cast<uintptr_t>(sorted_slots) & 15) == 0;
+  if (vec)
+    for (int i = tid; i < rows / 4; i += kScanThreads) s_sorted4[i] = make_int4(-1, -1, -1, -1);
+  else
+    for (int i = tid; i < rows; i += kScanThreads) s_sorted[i] = -1;
+  __syncthreads();  // the scan's cursors in s_counts, the padding in s_sorted
 #pragma unroll
   for (int j = 0; j < PER; ++j)
     if (v[j] >= 0) s_sorted[atomicAdd(&s_counts[v[j]], 1)] = tid + j * kScanThreads;
   __syncthreads();
-  for (int r = tid; r < rows; r += kScanThreads) sorted_slots[r] = s_sorted[r];
+  if (vec)
+    for (int i = tid; i < rows / 4; i += kScanThreads)
+      reinterpret_cast<int4*>(sorted_slots)[i] = s_sorted4[i];
+  else
+    for (int i = tid; i < rows; i += kScanThreads) sorted_slots[i] = s_sorted[i];
 }
 
 __global__ void scatter_kernel(const int32_t* slot_expert, int64_t slots, int32_t* cursor,
