@@ -27,6 +27,9 @@ cudaError_t launch_fill_normal(void* p, ElemType dtype, int64_t n, float stddev,
                                cudaStream_t stream);
 cudaError_t launch_fill_normal_f32(float* p, int64_t n, float stddev, uint64_t seed,
                                    cudaStream_t stream);
+// One thread that waits until *flag (host-mapped memory the host writes) is non-zero: the GPU
+// tests' stand-in for a kernel that never finishes, released by the host afterwards.
+cudaError_t launch_wait_for_flag(const int* flag, cudaStream_t stream);
 
 // ---- routing (model/profile.h RoutingSpec, order of operations as documented there) --------
 constexpr int kMaxRoutedExperts = 1024;

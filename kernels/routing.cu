@@ -196,6 +196,10 @@ __global__ void __launch_bounds__(kTopkWarps * 32)
   }
 }
 
+__global__ void wait_for_flag_kernel(const volatile int* flag) {
+  while (*flag == 0) __nanosleep(1000);
+}
+
 inline unsigned blocks_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }
 
 }  // namespace
@@ -211,6 +215,12 @@ cudaError_t launch_convert_input(const float* x, int tokens, int hidden, ElemTyp
   else
     convert_input_kernel<__half><<<blocks_for(n, 256), 256, 0, stream>>>(
         x, tokens, hidden, static_cast<__half*>(x_elem), ld);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_wait_for_flag(const int* flag, cudaStream_t stream) {
+  if (!flag) return cudaErrorInvalidValue;
+  wait_for_flag_kernel<<<1, 1, 0, stream>>>(flag);
   return cudaGetLastError();
 }
 

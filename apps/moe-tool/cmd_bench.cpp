@@ -9,6 +9,7 @@
 
 #include "command.h"
 #include "core/error.h"
+#include "runtime/device_info.h"
 #include "runtime/gpu_bench.h"
 #include "runtime/nccl_bench.h"
 
@@ -22,6 +23,7 @@ struct Args {
   std::vector<std::string> sweep_rows;
   std::string gpus;  // --gpus N|all|env: per-rank kernels and the NCCL all-reduce
   double nccl_timeout = 300;
+  double gpu_timeout = moe::kDefaultGpuTimeoutS;
   double settle = 0;
 };
 
@@ -137,9 +139,14 @@ static moe::cli::Registrar reg(70, [](CLI::App& app) {
                   "per-rank kernel time and NCCL all-reduce time side by side");
   sub->add_option("--nccl-timeout", a->nccl_timeout, "Seconds any NCCL wait may take")
       ->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--gpu-timeout", a->gpu_timeout,
+                  "Seconds any wait on the GPU may take before the command fails (a hung "
+                  "kernel); 0 = no limit")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
   sub->add_flag("--json", a->json, "Print the report as JSON");
   sub->add_flag("--quiet", a->quiet, "No progress line");
   return std::make_pair(sub, std::function<int()>([a] {
+    moe::set_gpu_wait_timeout(a->gpu_timeout);
     moe::BenchOptions o;
     if (a->source.empty()) {
       if (!a->shape.empty()) {

@@ -23,6 +23,7 @@ struct Args {
   bool json = false, quiet = false;
   std::string gpus;           // --gpus N|all|env: several GPUs through NCCL
   double nccl_timeout = 300;
+  double gpu_timeout = moe::kDefaultGpuTimeoutS;
 };
 
 // --device default: the GPU when this build and machine have one.
@@ -94,9 +95,14 @@ static moe::cli::Registrar reg(40, [](CLI::App& app) {
   sub->add_option("--nccl-timeout", args->nccl_timeout,
                   "Seconds any NCCL wait may take before the run is aborted")
       ->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--gpu-timeout", args->gpu_timeout,
+                  "Seconds any wait on the GPU may take before the command fails (a hung "
+                  "kernel); 0 = no limit")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
   sub->add_flag("--json", args->json, "Print the report as JSON");
   sub->add_flag("--quiet", args->quiet, "No progress line");
   return std::make_pair(sub, std::function<int()>([args] {
+    moe::set_gpu_wait_timeout(args->gpu_timeout);
     moe::RunOptions o;
     o.tokens = args->tokens;
     o.seed = args->seed;

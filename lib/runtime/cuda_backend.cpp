@@ -103,7 +103,7 @@ class CudaBackend final : public MoeBackend {
         run_shared_expert(shared, in, gate, ws_, s);
       }
       // The next rank's upload reuses device memory only after this rank's kernels finish.
-      cuda_check(cudaStreamSynchronize(s), "rank " + std::to_string(r.rank) + " kernels");
+      wait_stream(s, "rank " + std::to_string(r.rank) + " kernels");
     }
 
     copy_to_host(outputs.topk_ids, ids_.data(), size_t(tokens) * K * 4, s);

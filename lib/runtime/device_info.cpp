@@ -1,10 +1,19 @@
 #include "runtime/device_info.h"
 
+#include <atomic>
+
 #ifdef MOE_HAVE_CUDA
 #include <cuda_runtime.h>
 #endif
 
 namespace moe {
+
+namespace {
+std::atomic<double> g_gpu_wait_timeout{kDefaultGpuTimeoutS};
+}  // namespace
+
+void set_gpu_wait_timeout(double seconds) { g_gpu_wait_timeout = seconds > 0 ? seconds : 0.0; }
+double gpu_wait_timeout() { return g_gpu_wait_timeout; }
 
 GpuInfo query_gpu() {
   GpuInfo info;

@@ -14,4 +14,11 @@ struct GpuInfo {
 
 GpuInfo query_gpu();
 
+// How long one host-side wait on the GPU (a stream, an event) may take before it fails with a
+// one-line Error{Cuda} instead of hanging on a kernel that never finishes; 0 = no limit. `run`
+// and `bench` set it from --gpu-timeout. Plain settings (no CUDA call): every build has them.
+constexpr double kDefaultGpuTimeoutS = 600;
+void set_gpu_wait_timeout(double seconds);
+double gpu_wait_timeout();
+
 }  // namespace moe

@@ -159,7 +159,7 @@ void settle(const std::function<void()>& launch, cudaStream_t s, double seconds)
   const auto t0 = std::chrono::steady_clock::now();
   do {
     launch();
-    cuda_check(cudaStreamSynchronize(s), "settle");
+    wait_stream(s, "settle");
   } while (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < seconds);
 }
 
@@ -183,7 +183,7 @@ double measure_hbm_gbs(cudaStream_t s, double settle_s) {
     cuda_check(cudaEventRecord(e0.get(), s), "event");
     copy();
     cuda_check(cudaEventRecord(e1.get(), s), "event");
-    cuda_check(cudaEventSynchronize(e1.get()), "event sync");
+    wait_event(e1.get(), "event sync");
     gbs.push_back(2.0 * double(bytes) / (elapsed_ms(e0, e1) * 1e-3) / 1e9);
   }
   return median(gbs);
@@ -216,7 +216,7 @@ double measure_tensor_tflops(cudaStream_t s, double settle_s) {
       cuda_check(cudaEventRecord(e0.get(), s), "event");
       gemm();
       cuda_check(cudaEventRecord(e1.get(), s), "event");
-      cuda_check(cudaEventSynchronize(e1.get()), "event sync");
+      wait_event(e1.get(), "event sync");
       tf.push_back(2.0 * double(n) * n * n / (elapsed_ms(e0, e1) * 1e-3) / 1e12);
     }
   } catch (...) {
@@ -257,7 +257,7 @@ Timing time_graph(const std::function<void(cudaStream_t, int)>& body, cudaStream
     cuda_check(cudaEventRecord(e0.get(), s), "event");
     cuda_check(cudaGraphLaunch(exec, s), "graph launch");
     cuda_check(cudaEventRecord(e1.get(), s), "event");
-    cuda_check(cudaEventSynchronize(e1.get()), "graph replay");
+    wait_event(e1.get(), "graph replay");
     const double first_ms = elapsed_ms(e0, e1);
     const int replays = std::clamp(int(budget_s * 1e3 / std::max(first_ms, 1e-3)), 7, 60);
     std::vector<double> us;
@@ -265,7 +265,7 @@ Timing time_graph(const std::function<void(cudaStream_t, int)>& body, cudaStream
       cuda_check(cudaEventRecord(e0.get(), s), "event");
       cuda_check(cudaGraphLaunch(exec, s), "graph launch");
       cuda_check(cudaEventRecord(e1.get(), s), "event");
-      cuda_check(cudaEventSynchronize(e1.get()), "graph replay");
+      wait_event(e1.get(), "graph replay");
       us.push_back(elapsed_ms(e0, e1) * 1e3 / calls);
     }
     t.us = median(us);

@@ -11,6 +11,12 @@ namespace moe {
 // Throws Error{Cuda} "<what>: <cudaErrorName> (<description>)" unless err == cudaSuccess.
 void cuda_check(cudaError_t err, const std::string& what);
 
+// cudaStreamSynchronize / cudaEventSynchronize under gpu_wait_timeout() (runtime/device_info.h):
+// polls, and past the deadline throws Error{Cuda} "<what> did not finish within S s (a hung
+// kernel?)". An error of the work waited for throws as cuda_check does.
+void wait_stream(cudaStream_t stream, const std::string& what);
+void wait_event(cudaEvent_t event, const std::string& what);
+
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;

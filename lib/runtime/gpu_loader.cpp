@@ -13,7 +13,7 @@ StagingLoader::StagingLoader(size_t chunk_bytes)
 uint8_t* StagingLoader::acquire() {
   const int i = next_;
   if (pending_[i]) {
-    cuda_check(cudaEventSynchronize(done_[i].get()), "staging buffer wait");
+    wait_event(done_[i].get(), "staging buffer wait");
     pending_[i] = false;
   }
   return static_cast<uint8_t*>(buf_[i].data());

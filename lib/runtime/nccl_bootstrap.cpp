@@ -16,12 +16,13 @@
 #include <thread>
 
 #include "core/error.h"
+#include "runtime/poll_wait.h"
 
 namespace moe {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using Clock = PollClock;
 
 // Wire format, big-endian u32 words. hello: magic, version, rank, world_size.
 // reply: magic, status, payload length, then the payload.
@@ -43,16 +44,6 @@ static_assert(sizeof(kStatusText) / sizeof(kStatusText[0]) == size_t(Status::Cou
 int remaining_ms(Clock::time_point deadline) {
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
   return int(std::max<int64_t>(0, std::min<int64_t>(left.count(), 1 << 30)));
-}
-
-std::string seconds_str(double s) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%g", s);
-  return b;
-}
-
-Clock::time_point deadline_after(double seconds) {
-  return Clock::now() + std::chrono::microseconds(int64_t(std::max(0.0, seconds) * 1e6));
 }
 
 // Closes a socket at scope exit.

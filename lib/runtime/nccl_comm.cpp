@@ -6,33 +6,11 @@
 #include <thread>
 
 #include "runtime/gpu_buffer.h"
+#include "runtime/poll_wait.h"
 
 namespace moe {
 
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-Clock::time_point deadline_after(double seconds) {
-  return Clock::now() + std::chrono::microseconds(int64_t(std::max(0.0, seconds) * 1e6));
-}
-
-// Spins briefly (an all-reduce of a layer's output takes microseconds), then sleeps so that a
-// long wait on a slow peer does not burn a core per GPU.
-void backoff(Clock::time_point started) {
-  if (Clock::now() - started < std::chrono::milliseconds(2))
-    std::this_thread::yield();
-  else
-    std::this_thread::sleep_for(std::chrono::microseconds(100));
-}
-
-std::string seconds_str(double s) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%g", s);
-  return b;
-}
-
-}  // namespace
+using Clock = PollClock;
 
 std::string nccl_version_string() {
   int v = 0;
@@ -81,7 +59,7 @@ void NcclComm::settle(const Watchdog& wd, const std::string& what) {
            wd.who + ": " + what + " did not complete within " + seconds_str(wd.timeout_s) +
                " s (a peer not started, dead or stuck?); communicator aborted");
     }
-    backoff(start);
+    poll_backoff(start);
   }
 }
 
@@ -142,7 +120,7 @@ void NcclComm::wait(cudaStream_t stream, const Watchdog& wd, const std::string& 
            wd.who + ": " + what + " did not finish within " + seconds_str(wd.timeout_s) +
                " s (a peer dead or stuck, or a hung kernel?); communicator aborted");
     }
-    backoff(start);
+    poll_backoff(start);
   }
 }
 
@@ -167,7 +145,7 @@ void NcclComm::close(double timeout_s) noexcept {
       return;
     }
     if (state != ncclInProgress || Clock::now() > deadline) break;
-    backoff(start);
+    poll_backoff(start);
   }
   abort();
 }

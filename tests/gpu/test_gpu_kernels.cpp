@@ -6,13 +6,17 @@
 // (the kernels accumulate) so an unwritten or twice-written element shows.
 #include <catch2/catch.hpp>
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <numeric>
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 
+#include "core/error.h"
 #include "gpu_fixtures.h"
+#include "runtime/device_info.h"
 
 using namespace moe;
 using namespace moe::test;
@@ -707,4 +711,67 @@ TEST_CASE("gpu shared expert, with and without the sigmoid gate", "[gpu][shared]
       CHECK(c.rel_l2 > 0);
     }
   }
+}
+
+TEST_CASE("a GPU wait past its limit fails with one line instead of hanging, and 0 means no limit",
+          "[gpu][timeout]") {
+  CudaStream stream;
+  const cudaStream_t s = stream.get();
+  int* flag = nullptr;  // host-mapped: the host releases the waiting kernel while it runs
+  cuda_check(cudaHostAlloc(reinterpret_cast<void**>(&flag), sizeof(int), cudaHostAllocMapped), "cudaHostAlloc");
+  int* d_flag = nullptr;
+  cuda_check(cudaHostGetDevicePointer(reinterpret_cast<void**>(&d_flag), flag, 0), "mapped pointer");
+  const double limit_before = gpu_wait_timeout();
+  using Clock = std::chrono::steady_clock;
+  auto seconds_since = [](Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  };
+
+  // A kernel that never finishes on its own: the wait gives up after 0.5 s.
+  *static_cast<volatile int*>(flag) = 0;
+  set_gpu_wait_timeout(0.5);
+  cuda_check(kernels::launch_wait_for_flag(d_flag, s), "launch");
+  std::string message;
+  ErrorCode code = ErrorCode::Internal;
+  const auto t0 = Clock::now();
+  try {
+    wait_stream(s, "the stuck kernel");
+  } catch (const Error& e) {
+    message = e.what();
+    code = e.code();
+  }
+  const double waited = seconds_since(t0);
+  *static_cast<volatile int*>(flag) = 1;  // released: the stream drains
+  set_gpu_wait_timeout(0);
+  wait_stream(s, "the released kernel");
+  INFO(message);
+  CHECK(code == ErrorCode::Cuda);
+  CHECK(message.find("the stuck kernel did not finish within 0.5 s") != std::string::npos);
+  CHECK(message.find('\n') == std::string::npos);
+  CHECK(waited >= 0.5);
+  CHECK(waited < 5.0);
+
+  // No limit: the same wait outlasts 0.5 s and returns once the host releases the kernel.
+  *static_cast<volatile int*>(flag) = 0;
+  cuda_check(kernels::launch_wait_for_flag(d_flag, s), "launch");
+  std::thread release([flag] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(800));
+    *static_cast<volatile int*>(flag) = 1;
+  });
+  const auto t1 = Clock::now();
+  bool threw = false;
+  try {
+    CudaEvent done;
+    cuda_check(cudaEventRecord(done.get(), s), "event");
+    wait_event(done.get(), "the kernel released after 0.8 s");
+  } catch (const Error&) {
+    threw = true;
+  }
+  release.join();
+  const double waited_unlimited = seconds_since(t1);
+  wait_stream(s, "the stream");
+  set_gpu_wait_timeout(limit_before);
+  cudaFreeHost(flag);
+  CHECK_FALSE(threw);
+  CHECK(waited_unlimited >= 0.7);
 }
