@@ -10,7 +10,9 @@
 
 namespace moe {
 
+namespace {
 using Clock = PollClock;
+}  // namespace
 
 std::string nccl_version_string() {
   int v = 0;
