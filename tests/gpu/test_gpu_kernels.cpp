@@ -383,8 +383,8 @@ TEST_CASE("gpu alignment groups slots by local expert, with expert maps and repl
   }
   const GpuRouteTable d_table = upload(table, s);
   // One block up to 16384 slots: 111 x 3 two slots a thread, 700 x 3 four, 5000 x 3 sixteen;
-  // 6000 x 3 the three launches over 18 chunks. A height of 5 rows: the one block's sorted rows
-  // are copied out one int at a time (not in 16-byte pieces).
+  // 6000 x 3 the three launches over 18 chunks. A height of 5 rows: row counts that are not
+  // multiples of 4, which the one block copies out an int at a time (else 16 bytes at a time).
   for (int T : {1, 19, 111, 700, 5000, 6000})
     for (int bm : {5, 16, 64}) check_alignment(table, d_table, int(local.size()), T, 3, bm, rng, s);
 }
