@@ -71,6 +71,19 @@ bool dependent_launch_supported() {
   return supported;
 }
 
+double hbm_peak_tbs() {
+  static const double tbs = [] {
+    int dev = 0, khz = 0, bits = 0;
+    const bool ok = cudaGetDevice(&dev) == cudaSuccess &&
+                    cudaDeviceGetAttribute(&khz, cudaDevAttrMemoryClockRate, dev) == cudaSuccess &&
+                    cudaDeviceGetAttribute(&bits, cudaDevAttrGlobalMemoryBusWidth, dev) ==
+                        cudaSuccess;
+    cudaGetLastError();
+    return ok ? 2.0 * khz * 1e3 * (bits / 8.0) / 1e12 : 0.0;  // double data rate
+  }();
+  return tbs;
+}
+
 bool wgmma_available() {
   static const bool available = [] {
     int* d_flag = nullptr;
@@ -94,8 +107,11 @@ namespace {
 // warp-specialized rows with 64- then 128-row tiles, the persistent cooperative rows (tma_c*)
 // for few experts or many slots per expert.
 TileChoice choose_hopper(const Tables& t, int slots, int64_t active, int num_local, int inter,
-                         int hidden, int sm_count) {
+                         int hidden, int sm_count, double hbm_tbs) {
   const double per_expert = double(slots) / std::max(1, num_local);
+  // H100-class memory (3.35 TB/s; also when unknown): where its own sweeps (docs/perf.md, "H100,
+  // 2026-12-06") chose other rows than the H200's, below.
+  const bool h100 = hbm_tbs < 4.0;
   const bool few_experts = num_local <= 16;
   const bool wide_hidden = hidden >= 6144;
   const bool narrow = inter < 512;    // DeepSeek-V3 TP8: few N tiles
@@ -138,7 +154,20 @@ TileChoice choose_hopper(const Tables& t, int slots, int64_t active, int num_loc
     c.down_cfg = find(t.down, short_k ? "tma_m128n128s3" : "tma_m128n128");
   } else {
     c.block_m = 128;
-    if (few_experts) {
+    if (few_experts && h100 && per_expert > 512) {
+      // Mixtral 4096 tokens on an H100: 192 x 192 tiles (gate-up 96 + 96 weight rows), the long
+      // down K split in four (5392 us against 5768 for the H200's choice in one sweep).
+      c.block_m = 192;
+      c.gate_up_cfg = find(t.gate_up, "tma_m192n96");
+      c.down_cfg = find(t.down, "tma_m192n192");
+      c.down_split_k = inter >= 4096 ? 4 : 1;
+    } else if (few_experts && h100) {
+      // Mixtral 1024 tokens on an H100: non-persistent 128 x 128 gate-up tiles, the down rows
+      // added by bulk reduces (1825 us against 2028).
+      c.gate_up_cfg = find(t.gate_up, "tma_m128n128");
+      c.down_cfg = find(t.down, "tma_m128n256r");
+      c.down_split_k = inter >= 4096 ? 2 : 1;
+    } else if (few_experts) {
       // Few experts (Mixtral): 128 x 128 persistent gate-up tiles; a long down K split in two,
       // its 128 x 256 tiles a few waves only.
       c.gate_up_cfg = find(t.gate_up, "tma_c128n128");
@@ -151,15 +180,20 @@ TileChoice choose_hopper(const Tables& t, int slots, int64_t active, int num_loc
       c.block_m = 192;
       c.gate_up_cfg = find(t.gate_up, "tma_m192n96");
       c.down_cfg = find(t.down, "tma_m192n192");
-    } else if (short_k && per_expert > 512) {
-      c.block_m = 192;  // qwen3 16384 tokens: the densest tiles, about 1024 slots per expert
+    } else if (short_k && (per_expert > 512 || (h100 && per_expert > 160))) {
+      // qwen3 16384 tokens (about 1024 slots per expert): the densest tiles; on an H100 from
+      // 4096 tokens (256) on (1001 us against 1023 for the 128-row pair below), the down rows
+      // added by bulk reduces (16384: 3319 us against 3425; 4096: 1012 against 1023).
+      c.block_m = 192;
       c.gate_up_cfg = find(t.gate_up, "tma_m192n96");
-      c.down_cfg = find(t.down, "tma_m192n192");
+      c.down_cfg = find(t.down, h100 ? "tma_m192n192r" : "tma_m192n192");
     } else {
       // 64-column gate-up tiles, two CTAs per SM; 128 x 256 down tiles (the 16-byte atomics of
-      // the epilogue made the wide down tile the faster one for a short K too).
+      // the epilogue made the wide down tile the faster one for a short K too). On an H100 a
+      // short K's down rows are added by bulk reduces (DeepSeek-V3 TP8 4096 tokens: 2331 us
+      // against 2441).
       c.gate_up_cfg = find(t.gate_up, "tma_m128n64s3");
-      c.down_cfg = find(t.down, "tma_m128n256");
+      c.down_cfg = find(t.down, h100 && short_k ? "tma_m128n256r" : "tma_m128n256");
     }
   }
   return c;
@@ -170,13 +204,13 @@ TileChoice choose_hopper(const Tables& t, int slots, int64_t active, int num_loc
 // Before Hopper: the mma.sync rows, boundaries from the same sweep on an H100; per_expert is
 // the expected number of slots per local expert, which decides the tile height.
 TileChoice choose_tiles(int slots, int num_local, int inter, int hidden, int sm_count,
-                        bool wgmma) {
+                        bool wgmma, double hbm_tbs) {
   const Tables& t = tables();
   const double per_expert = double(slots) / std::max(1, num_local);
   const int64_t active = std::max(1, std::min(num_local, slots));
   TileChoice c;
   if (wgmma) {
-    c = choose_hopper(t, slots, active, num_local, inter, hidden, sm_count);
+    c = choose_hopper(t, slots, active, num_local, inter, hidden, sm_count, hbm_tbs);
   } else if (per_expert <= 16) {
     // Weight-bandwidth bound: 16-row tiles, as many loads in flight as the SM holds.
     c.block_m = 16;
@@ -237,9 +271,13 @@ cudaError_t launch_gate_up(const GateUpArgs& a, int cfg, cudaStream_t stream) {
   p.ld_act = a.ld_act;
   if (row.sorted_a) {
     if (!a.x_sorted) return cudaErrorInvalidValue;
-    const cudaError_t e = launch_gather_sorted(a.x, a.ldx, a.k, a.top_k, a.sorted_slots,
-                                               a.num_tiles, row.block_m, a.max_tiles,
-                                               a.x_sorted, stream);
+    const cudaError_t e =
+        a.slot_pos && a.top_k <= 32
+            ? launch_gather_tokens(a.x, a.ldx, a.k, a.tokens, a.top_k, a.sorted_slots,
+                                   a.num_tiles, row.block_m, a.max_tiles, a.slot_pos, a.x_sorted,
+                                   stream)
+            : launch_gather_sorted(a.x, a.ldx, a.k, a.top_k, a.sorted_slots, a.num_tiles,
+                                   row.block_m, a.max_tiles, a.x_sorted, stream);
     if (e != cudaSuccess) return e;
     p.a = a.x_sorted;
     p.lda = a.k;

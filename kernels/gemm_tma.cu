@@ -120,7 +120,84 @@ __global__ void gather_sorted_kernel(const uint4* __restrict__ x, int64_t ldx8, 
   }
 }
 
+// The token-order gather, for x larger than the L2: the slot-order one reads each token's row
+// once per slot (top_k times, mostly from HBM once x no longer fits in the L2), this one once.
+// First each sorted row's slot records its row (slot_pos); slots that are not on this rank keep
+// whatever an earlier call left there, so a reader checks sorted[pos] == slot.
+__global__ void slot_position_kernel(const int32_t* __restrict__ sorted,
+                                     const int32_t* __restrict__ num_tiles, int block_m,
+                                     int32_t* __restrict__ slot_pos) {
+  grid_dependency_wait();  // the alignment may still be finishing
+  allow_dependents();
+  const int64_t rows = int64_t(*num_tiles) * block_m;
+  for (int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; r < rows;
+       r += int64_t(gridDim.x) * blockDim.x) {
+    const int slot = sorted[r];
+    if (slot >= 0) slot_pos[slot] = int32_t(r);
+  }
+}
+
+// One warp per token (top_k <= 32): lane j finds the sorted row of slot (t, j), then the warp
+// reads the token's row of x in 2 KB pieces and writes each piece to all of those rows.
+__global__ void gather_tokens_kernel(const uint4* __restrict__ x, int64_t ldx8, int k8, int tokens,
+                                     int top_k, const int32_t* __restrict__ sorted,
+                                     const int32_t* __restrict__ num_tiles, int block_m,
+                                     const int32_t* __restrict__ slot_pos, uint4* __restrict__ out) {
+  grid_dependency_wait();  // slot_position_kernel (and before it the alignment) complete
+  allow_dependents();
+  const int64_t rows = int64_t(*num_tiles) * block_m;
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = int64_t(gridDim.x) * blockDim.x / 32;
+  for (int64_t t = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32; t < tokens; t += warps) {
+    int pos = -1;
+    if (lane < top_k) {
+      const int64_t slot = t * top_k + lane;
+      const int q = slot_pos[slot];
+      if (q >= 0 && q < rows && sorted[q] == slot) pos = q;
+    }
+    const uint32_t live = __ballot_sync(0xffffffffu, pos >= 0);
+    if (live == 0) continue;
+    const uint4* src = x + t * ldx8;
+    for (int c0 = 0; c0 < k8; c0 += 128) {
+      uint4 v[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int c = c0 + lane + 32 * j;
+        if (c < k8) v[j] = __ldg(src + c);
+      }
+      for (uint32_t m = live; m != 0; m &= m - 1) {
+        const int q = __shfl_sync(0xffffffffu, pos, __ffs(m) - 1);
+        uint4* dst = out + int64_t(q) * k8;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int c = c0 + lane + 32 * j;
+          if (c < k8) dst[c] = v[j];
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
+
+cudaError_t launch_gather_tokens(const void* x, int ldx, int k, int tokens, int top_k,
+                                 const int32_t* sorted_slots, const int32_t* num_tiles,
+                                 int block_m, int max_tiles, int32_t* slot_pos, void* out,
+                                 cudaStream_t stream) {
+  if (!x || !out || !slot_pos || k % 8 != 0 || ldx % 8 != 0 || ldx < k || tokens <= 0 ||
+      top_k <= 0 || top_k > 32 || max_tiles <= 0)
+    return cudaErrorInvalidValue;
+  const int64_t max_rows = int64_t(max_tiles) * block_m;
+  const int pos_blocks = int(std::min<int64_t>((max_rows + 255) / 256, 1024));
+  cudaError_t e = launch_dependent(slot_position_kernel, dim3(unsigned(pos_blocks)), dim3(256), 0,
+                                   stream, sorted_slots, num_tiles, block_m, slot_pos);
+  if (e != cudaSuccess) return e;
+  const int blocks = int(std::min<int64_t>((int64_t(tokens) + 7) / 8, 2048));
+  return launch_dependent(gather_tokens_kernel, dim3(unsigned(blocks)), dim3(256), 0, stream,
+                          static_cast<const uint4*>(x), int64_t(ldx / 8), k / 8, tokens, top_k,
+                          sorted_slots, num_tiles, block_m, static_cast<const int32_t*>(slot_pos),
+                          static_cast<uint4*>(out));
+}
 
 cudaError_t launch_gather_sorted(const void* x, int ldx, int k, int top_k,
                                  const int32_t* sorted_slots, const int32_t* num_tiles,
@@ -139,6 +216,13 @@ cudaError_t launch_gather_sorted(const void* x, int ldx, int k, int top_k,
     NAME, BM, (GU) ? (BN) / 2 : (BN), 64, true,                                           \
         &launch_tma_gemm<__nv_bfloat16, BM, BN, S, GU, MINB>,                             \
         &launch_tma_gemm<__half, BM, BN, S, GU, MINB>, (GU)                               \
+  }
+// Down rows whose epilogue stages the weighted rows in shared memory and adds them into the
+// output with bulk reduces by the TMA unit (suffix r; bulk_down_epilogue).
+#define MOE_TMA_BROW(NAME, BM, BN, S, MINB)                                                \
+  TileConfig {                                                                            \
+    NAME, BM, BN, 64, true, &launch_tma_gemm<__nv_bfloat16, BM, BN, S, false, MINB, false, true>, \
+        &launch_tma_gemm<__half, BM, BN, S, false, MINB, false, true>, false             \
   }
 // Gate-up rows that read x in place (x_direct, suffix x): no gather pass, no sorted copy.
 #define MOE_TMA_XROW(NAME, BM, BN, S, MINB)                                                \
@@ -179,6 +263,10 @@ const TileConfig kTmaDownConfigs[] = {
     MOE_TMA_ROW("tma_m64n128", 64, 128, 4, false, 2),
     // Three CTAs per SM for a short K (DeepSeek-V3 TP8's I = 256: four K tiles a tile).
     MOE_TMA_ROW("tma_m64n128s3", 64, 128, 3, false, 3),
+    MOE_TMA_BROW("tma_m128n256r", 128, 256, 4, 1),
+    MOE_TMA_BROW("tma_m128n128s3r", 128, 128, 3, 2),
+    MOE_TMA_BROW("tma_m192n192r", 192, 192, 4, 1),
+    MOE_TMA_BROW("tma_m192n128r", 192, 128, 5, 1),
 };
 const int kTmaDownConfigCount = sizeof(kTmaDownConfigs) / sizeof(kTmaDownConfigs[0]);
 
@@ -260,6 +348,7 @@ const int kSwapDownConfigCount = sizeof(kSwapDownConfigs) / sizeof(kSwapDownConf
 #undef MOE_COOP_ROW
 #undef MOE_PING_ROW
 #undef MOE_TMA_XROW
+#undef MOE_TMA_BROW
 #undef MOE_TMA_ROW
 
 }  // namespace moe::kernels

@@ -192,12 +192,87 @@ __device__ __forceinline__ int live_a_boxes(const int32_t* tile_slots) {
   return boxes;
 }
 
+__device__ __forceinline__ void named_bar_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_bar_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// The bulk-reduce down epilogue (BULK rows): the TMA unit adds a staged fp32 row of shared
+// memory into global memory (cp.reduce.async.bulk ... add.f32), so the L2 receives whole
+// 16-byte-aligned row segments from one request instead of a red.v4 per lane and quad.
+__device__ __forceinline__ void bulk_reduce_add_f32(float* dst, uint32_t src, uint32_t bytes) {
+  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst),
+               "r"(src), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit_and_wait_read() {
+  asm volatile("cp.async.bulk.commit_group;\ncp.async.bulk.wait_group.read 0;\n" ::: "memory");
+}
+__device__ __forceinline__ void store_shared_f32x4(uint32_t addr, const float (&q)[4]) {
+  asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "f"(q[0]), "f"(q[1]),
+               "f"(q[2]), "f"(q[3])
+               : "memory");
+}
+
+// Staged row stride of the bulk-reduce epilogue: BN floats and 16 bytes, so the 16 rows a warp
+// writes per quad step start 16 bytes apart in the banks (four wavefronts, no conflicts).
+template <int BN>
+constexpr int bulk_row_bytes() {
+  return BN * 4 + 16;
+}
+
+// The down epilogue of the BULK rows, run by each live consumer warpgroup `wg` (a_boxes of them)
+// once every consumer warpgroup has arrived on named barrier 1 (the ring is no longer read):
+// the routing-weighted rows (bias on split 0) are staged in the ring's shared memory
+// (stage_base), then one thread per live row hands its row to the TMA unit, which adds it into
+// the token's fp32 output row. The caller checked that p.out, p.ldo and p.n keep every row
+// segment 16-byte aligned and a multiple of 16 bytes long (launch_tma_gemm).
+template <typename T, int BN>
+__device__ __forceinline__ void bulk_down_epilogue(const GemmParams& p, const float* acc, int wg,
+                                                   int ctid, const EpilogueRows& rows, int col0,
+                                                   int expert, int split, uint32_t stage_base,
+                                                   const int32_t* s_slot, int a_boxes) {
+  constexpr int kAcc = BN / 2, kStride = bulk_row_bytes<BN>();
+  const int lane = ctid % 32, warp_in_wg = ctid / 32;
+  const T* bias =
+      p.bias ? static_cast<const T*>(p.bias) + int64_t(expert) * p.bias_expert_stride : nullptr;
+  const bool add_bias = bias && split == 0;
+  // rows_to_quads leaves this lane four consecutive columns of row lo (even lane) or lo + 8.
+  const int row = wg * 64 + warp_in_wg * 16 + lane / 4 + 8 * (lane & 1);
+  const uint32_t dst = stage_base + uint32_t(row * kStride + 16 * ((lane % 4) / 2));
+#pragma unroll
+  for (int f = 0; f < kAcc; f += 4) {
+    const int c = col0 + 8 * (f / 4) + 2 * (lane % 4);
+    const float b0 = add_bias && c < p.n ? ElemOps<T>::to_float(bias[c]) : 0.0f;
+    const float b1 = add_bias && c + 1 < p.n ? ElemOps<T>::to_float(bias[c + 1]) : 0.0f;
+    float q[4];
+    rows_to_quads(lane, rows.w_lo * (acc[f] + b0), rows.w_lo * (acc[f + 1] + b1),
+                  rows.w_hi * (acc[f + 2] + b0), rows.w_hi * (acc[f + 3] + b1), q);
+    store_shared_f32x4(dst + 32 * (f / 4), q);
+  }
+  fence_proxy_async();  // generic-proxy stores, read next by the bulk copy (async proxy)
+  named_bar_sync(2, 128 * a_boxes);
+  const int r = wg * 128 + ctid;  // rows 0 .. 64 * a_boxes - 1: threads of live warpgroups
+  if (r < 64 * a_boxes) {
+    const int slot = s_slot[r];
+    if (slot >= 0) {
+      const int cols = min(BN, p.n - col0);
+      bulk_reduce_add_f32(p.out + int64_t(slot / p.top_k) * p.ldo + col0,
+                          stage_base + uint32_t(r * kStride), uint32_t(cols * 4));
+      bulk_commit_and_wait_read();  // the shared rows are read before the CTA may exit
+    }
+  }
+}
+
 // x_direct (gate-up only): the producer warp reads A as the tile's token rows of x itself with
 // cp.async (32 lanes, 16 bytes each, into the same 128B-swizzled layout), so no gather pass
 // writes x in sorted order first. cp.async writes through the generic proxy and wgmma reads
 // through the async proxy: each lane waits for its copies of a stage one stage later, fences
 // the proxies and arrives on the stage's full barrier (with the TMA's expect-tx arrival, 33).
-template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB = 1, bool XDIRECT = false>
+template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB = 1, bool XDIRECT = false,
+          bool BULK = false>
 struct TmaTile {
   static constexpr int BK = 64;  // one 128-byte swizzle row per tile row
   static constexpr int kConsumerGroups = BM / 64;
@@ -218,16 +293,19 @@ struct TmaTile {
   static_assert(kBoxRowsB <= 256 && BM <= 256, "TMA boxes hold at most 256 rows");
   static_assert(STAGES >= 2, "a ring");
   static_assert(MINB == 1 || kSmemBytes * MINB <= 227 * 1024, "MINB CTAs per SM must fit");
+  static_assert(!BULK || !GATE_UP, "the bulk-reduce epilogue: down only");
+  static_assert(!BULK || BM * bulk_row_bytes<BN>() <= STAGES * kStageBytes,
+                "the staged rows fit in the ring");
 };
 
 // MINB: CTAs per SM the registers are budgeted for (2 lets one CTA's epilogue overlap another's
 // main loop; needs the n128 accumulators and 3 stages).
-template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB, bool XDIRECT>
-__global__ void __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT>::kThreads, MINB)
+template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB, bool XDIRECT, bool BULK>
+__global__ void __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, BULK>::kThreads, MINB)
     tma_gemm_kernel(const __grid_constant__ GemmParams p, const __grid_constant__ CUtensorMap map_a,
                     const __grid_constant__ CUtensorMap map_b) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using C = TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT>;
+  using C = TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, BULK>;
   extern __shared__ uint8_t smem_raw[];
   uint32_t base = smem_addr(smem_raw);
   const uint32_t pad = (1024u - (base & 1023u)) & 1023u;  // swizzle atoms need 1024-alignment
@@ -342,6 +420,7 @@ __global__ void __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIR
       mbar_wait(full0 + 8 * (kt % STAGES), (kt / STAGES) & 1);
       if (kt > 0) mbar_arrive(empty0 + 8 * ((kt - 1) % STAGES));
     }
+    if constexpr (BULK) named_bar_arrive(1, C::kConsumers);  // done with the ring
     return;  // (a separate loop: a branch around the wgmma would make ptxas serialize them)
   }
   const EpilogueRows rows = epilogue_rows(p, s_slot, wg, ctid % 128);  // read during the main loop
@@ -358,7 +437,13 @@ __global__ void __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIR
   wgmma_wait<0>();
 #pragma unroll
   for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
-  wg_epilogue<T, BM, BN, GATE_UP>(p, acc, wg, ctid % 128, rows, m_tile, col0, expert, split);
+  if constexpr (BULK) {
+    named_bar_sync(1, C::kConsumers);  // every warpgroup's wgmma are done: the ring is free
+    bulk_down_epilogue<T, BN>(p, acc, wg, ctid % 128, rows, col0, expert, split, base, s_slot,
+                              a_boxes);
+  } else {
+    wg_epilogue<T, BM, BN, GATE_UP>(p, acc, wg, ctid % 128, rows, m_tile, col0, expert, split);
+  }
 #endif
 }
 
@@ -371,12 +456,6 @@ __global__ void __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIR
 // every tile of the CTA, in order, through one ring. A warpgroup starts its main loop only once
 // the other has issued its last one (named barriers 1 and 2): the ring's mbarriers tell only
 // two phases apart, so no consumer may wait more than one lap ahead of the ring.
-__device__ __forceinline__ void named_bar_sync(int id, int threads) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-__device__ __forceinline__ void named_bar_arrive(int id, int threads) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
 // Register reallocation between warpgroups (whole warpgroups execute it, sm_90a).
 template <int N>
 __device__ __forceinline__ void warpgroup_regs_dec() {
@@ -866,12 +945,19 @@ cudaError_t launch_tma_row(const GemmParams& p, int split_k, const TmaLaunch& l,
   return launch_tma_kernel(Kernel, p, split_k, std::is_same<T, __nv_bfloat16>::value, l, stream);
 }
 
-template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB = 1, bool XDIRECT = false>
+template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB = 1, bool XDIRECT = false,
+          bool BULK = false>
 cudaError_t launch_tma_gemm(const GemmParams& p, int split_k, cudaStream_t stream) {
-  using C = TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT>;
+  if constexpr (BULK) {
+    // Bulk reduces need 16-byte-aligned row segments whose lengths are multiples of 16 bytes;
+    // other outputs take the same tile with the per-lane atomics.
+    if (p.ldo % 4 != 0 || p.n % 4 != 0 || reinterpret_cast<uintptr_t>(p.out) % 16 != 0)
+      return launch_tma_gemm<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, false>(p, split_k, stream);
+  }
+  using C = TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, BULK>;
   const TmaLaunch l{GATE_UP, BM, C::kBoxRowsA, C::kBoxRowsB, C::kThreads, C::kSmemBytes, false,
                     XDIRECT ? AMap::None : AMap::Sorted};
-  return launch_tma_row<&tma_gemm_kernel<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT>, T>(
+  return launch_tma_row<&tma_gemm_kernel<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, BULK>, T>(
       p, split_k, l, stream);
 }
 

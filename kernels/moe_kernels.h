@@ -105,6 +105,10 @@ struct GateUpArgs {
   int ld_act = 0;
   int num_experts = 0;       // E_local: the extent of w13
   void* x_sorted = nullptr;  // [max_tiles * block_m, k] scratch, for rows with sorted_a
+  // With slot_pos ([tokens * top_k] scratch, top_k <= 32) the sorted_a rows' gather runs in
+  // token order: each row of x read once (TileChoice::gather_by_token).
+  int32_t* slot_pos = nullptr;
+  int tokens = 0;
 };
 struct DownArgs {
   ElemType dtype = ElemType::BF16;
@@ -144,10 +148,17 @@ struct TileChoice {
   int gate_up_cfg = 0;
   int down_cfg = 0;
   int down_split_k = 1;
+  bool gather_by_token = false;  // sorted_a gate-up rows: x gathered in token order
 };
-// Picks tiles from the expected rows per expert (slots / num_local) and the GEMM sizes.
+// Picks tiles from the expected rows per expert (slots / num_local), the GEMM sizes and the
+// device: its SM count, whether it runs the sm_90a rows, and its peak memory bandwidth in TB/s
+// (hbm_peak_tbs(); the Hopper choices differ between H100-class memory, about 3.35 TB/s, and
+// H200-class, 4.8 TB/s, each measured on its own machine).
 TileChoice choose_tiles(int slots, int num_local, int inter, int hidden, int sm_count,
-                        bool wgmma);
+                        bool wgmma, double hbm_tbs);
+// The current device's peak memory bandwidth from its attributes (memory clock x bus width),
+// TB/s; 0 when they cannot be read.
+double hbm_peak_tbs();
 cudaError_t launch_gate_up(const GateUpArgs& args, int cfg, cudaStream_t stream);
 cudaError_t launch_down(const DownArgs& args, int cfg, cudaStream_t stream);
 // Tests: the persistent rows (tma_p*) launch at most `ctas` CTAs, so each walks many tiles

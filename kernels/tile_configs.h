@@ -50,6 +50,13 @@ cudaError_t launch_gather_sorted(const void* x, int ldx, int k, int top_k,
                                  const int32_t* sorted_slots, const int32_t* num_tiles,
                                  int block_m, int max_tiles, void* out, cudaStream_t stream);
 
+// The same rows in token order (top_k <= 32): each token's row of x read once and written to
+// the sorted rows of its slots; slot_pos [tokens * top_k] is scratch (need not be initialized).
+cudaError_t launch_gather_tokens(const void* x, int ldx, int k, int tokens, int top_k,
+                                 const int32_t* sorted_slots, const int32_t* num_tiles,
+                                 int block_m, int max_tiles, int32_t* slot_pos, void* out,
+                                 cudaStream_t stream);
+
 // Writes 1 to *flag when the running device executes the sm_90a instances.
 cudaError_t launch_wgmma_probe(int* flag, cudaStream_t stream);
 

@@ -59,7 +59,8 @@ nlohmann::json bench_to_json(const BenchReport& r) {
                          {"weight_gbs", c.weight_gbs},  {"floor_us", c.floor_us},
                          {"x_floor", c.x_floor},        {"experts_touched", c.experts_touched},
                          {"bytes_touched", c.bytes_touched}, {"gate_up_cfg", c.gate_up_cfg},
-                         {"down_cfg", c.down_cfg},      {"split_k", c.split_k}};
+                         {"down_cfg", c.down_cfg},      {"split_k", c.split_k},
+                         {"gather_by_token", c.gather_by_token}};
     if (c.gate_up_us > 0)
       jc["breakdown"] = {{"align_us", c.align_us},         {"gate_up_us", c.gate_up_us},
                          {"down_us", c.down_us},           {"gate_up_tflops", c.gate_up_tflops},
@@ -69,7 +70,8 @@ nlohmann::json bench_to_json(const BenchReport& r) {
       jc["sweep"] = nlohmann::json::array();
       for (const auto& s : c.sweep)
         jc["sweep"].push_back(
-            {{"gate_up", s.gate_up}, {"down", s.down}, {"split_k", s.split_k}, {"us", s.us}});
+            {{"gate_up", s.gate_up}, {"down", s.down}, {"split_k", s.split_k},
+             {"gather_by_token", s.gather_by_token}, {"us", s.us}});
     }
     j["cells"].push_back(jc);
   }
@@ -500,6 +502,7 @@ BenchReport run_bench(const BenchOptions& opts) {
     cell.gate_up_cfg = kernels::gate_up_config(tc.gate_up_cfg).name;
     cell.down_cfg = kernels::down_config(tc.down_cfg).name;
     cell.split_k = tc.down_split_k;
+    cell.gather_by_token = tc.gather_by_token;
     cell.tflops = flops / (t.us * 1e-6) / 1e12;
     cell.weight_gbs = cell.bytes_touched / (t.us * 1e-6) / 1e9;
     if (rep.hbm_gbs > 0 && rep.tensor_tflops > 0) {
@@ -530,7 +533,8 @@ BenchReport run_bench(const BenchOptions& opts) {
         kernels::TileChoice base =
             tc.block_m == bm ? tc
                              : kernels::choose_tiles(bm * w0.num_local, w0.num_local, w0.inter_ld,
-                                                     w0.hidden, info.sm_count, rep.wgmma);
+                                                     w0.hidden, info.sm_count, rep.wgmma,
+                                                     kernels::hbm_peak_tbs());
         if (base.block_m != bm) {  // the first rows of that height, to sweep from
           base.block_m = bm;
           base.gate_up_cfg = first_row(kernels::gate_up_config_count(), kernels::gate_up_config, bm,
@@ -546,7 +550,8 @@ BenchReport run_bench(const BenchOptions& opts) {
           call(s, 0, c);  // first use outside the graph
           const Timing tt = time_graph([&](cudaStream_t st, int i) { call(st, i, c); }, s, 10, 0.05);
           cell.sweep.push_back({kernels::gate_up_config(c.gate_up_cfg).name,
-                                kernels::down_config(c.down_cfg).name, c.down_split_k, tt.us});
+                                kernels::down_config(c.down_cfg).name, c.down_split_k,
+                                c.gather_by_token, tt.us});
           if (tt.us < best) {
             best = tt.us;
             best_tc = c;
@@ -573,6 +578,12 @@ BenchReport run_bench(const BenchOptions& opts) {
             if (d == with_gu.down_cfg && split == with_gu.down_split_k) continue;
             try_tc(c);
           }
+        }
+        // The best pair of this height with x gathered in the other order (sorted_a rows).
+        if (kernels::gate_up_config(best_tc.gate_up_cfg).sorted_a && K <= 32) {
+          kernels::TileChoice c = best_tc;
+          c.gather_by_token = !c.gather_by_token;
+          try_tc(c);
         }
       }
     }

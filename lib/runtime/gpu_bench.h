@@ -41,6 +41,7 @@ struct BenchOptions {
 struct BenchSweepEntry {
   std::string gate_up, down;
   int split_k = 1;
+  bool gather_by_token = false;
   double us = 0;
 };
 
@@ -56,6 +57,7 @@ struct BenchCell {
   double bytes_touched = 0;
   std::string gate_up_cfg, down_cfg;
   int split_k = 1;
+  bool gather_by_token = false;  // the gate-up row's gather of x in token order
   double check_rel_l2 = -1;  // vs the naive kernel (-1: not checked)
   double check_max_abs = -1;
   std::vector<BenchSweepEntry> sweep;

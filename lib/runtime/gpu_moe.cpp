@@ -23,6 +23,17 @@ int sm_count() {
   return n;
 }
 
+int64_t l2_bytes() {
+  static const int64_t n = [] {
+    int dev = 0, v = 0;
+    cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
+    cuda_check(cudaDeviceGetAttribute(&v, cudaDevAttrL2CacheSize, dev),
+               "cudaDeviceGetAttribute(l2CacheSize)");
+    return int64_t(v);
+  }();
+  return n;
+}
+
 // Host copy of a tensor in `dtype` (16-bit float types only), converting when it differs.
 std::vector<uint16_t> to_elem(const TensorView& v, kernels::ElemType dtype) {
   const int64_t n = v.numel();
@@ -267,8 +278,16 @@ void run_routing(const GpuRouter& router, const RoutingSpec& spec, const float* 
 }
 
 kernels::TileChoice default_tiles(const GpuExperts& w, int tokens, int top_k) {
-  return kernels::choose_tiles(tokens * top_k, w.num_local, w.inter_ld, w.hidden, sm_count(),
-                               kernels::wgmma_available());
+  kernels::TileChoice tc =
+      kernels::choose_tiles(tokens * top_k, w.num_local, w.inter_ld, w.hidden, sm_count(),
+                            kernels::wgmma_available(), kernels::hbm_peak_tbs());
+  // x larger than the L2: the slot-order gather would read most of its rows from HBM top_k
+  // times; in token order each row is read once (H100 sweeps: qwen3 16384 tokens 3245 us
+  // against 3387, DeepSeek-V3 TP8 4096 tokens 2259 against 2331; no change below the L2 size).
+  if (tc.gate_up_cfg >= 0 && kernels::gate_up_config(tc.gate_up_cfg).sorted_a && top_k > 1 &&
+      top_k <= 32)
+    tc.gather_by_token = int64_t(tokens) * w.hidden_ld * 2 > l2_bytes();
+  return tc;
 }
 
 namespace {
@@ -276,7 +295,7 @@ namespace {
 void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::TileChoice& tc,
                  int top_k, const int32_t* sorted, const int32_t* tile_expert,
                  const int32_t* num_tiles, int max_tiles, DeviceBuffer& act,
-                 DeviceBuffer& x_sorted, const float* input_weights,
+                 DeviceBuffer& x_sorted, DeviceBuffer& slot_pos, const float* input_weights,
                  const float* slot_weights, cudaStream_t stream, unsigned stages = kStageAll) {
   MOE_ASSERT(tc.gate_up_cfg >= 0 && tc.down_cfg >= 0);  // choose_tiles found its rows
   MOE_CHECK(kernels::gate_up_config(tc.gate_up_cfg).block_m == tc.block_m &&
@@ -307,6 +326,11 @@ void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::Til
   if (kernels::gate_up_config(tc.gate_up_cfg).sorted_a) {
     x_sorted.ensure(size_t(max_tiles) * tc.block_m * w.hidden_ld * 2);
     ga.x_sorted = x_sorted.data();
+    if (tc.gather_by_token && top_k <= 32) {
+      slot_pos.ensure(size_t(in.tokens) * top_k * 4);
+      ga.slot_pos = slot_pos.as<int32_t>();
+      ga.tokens = in.tokens;
+    }
   }
   if (stages & kStageGateUp)
     check_launch(kernels::launch_gate_up(ga, tc.gate_up_cfg, stream),
@@ -357,7 +381,7 @@ void run_routed_experts(const GpuExperts& w, const GpuRouteTable& table, const E
                                        w.num_local, tc.block_m, ab, stream),
                  "expert alignment kernels");
   run_grouped(w, in, tc, in.top_k, ab.sorted_slots, ab.tile_expert, ab.num_tiles, max_tiles,
-              ws.act, ws.x_sorted, in.weight_on_input ? in.topk_weights : nullptr,
+              ws.act, ws.x_sorted, ws.slot_pos, in.weight_on_input ? in.topk_weights : nullptr,
               in.weight_on_input ? nullptr : in.topk_weights, stream, stages);
 }
 
@@ -376,7 +400,7 @@ void run_shared_expert(const GpuExperts& w, const ExpertInputs& in, const float*
                "shared-expert layout kernel");
   run_grouped(w, in, tc, 1, ws.shared_sorted.as<int32_t>(), ws.shared_tiles.as<int32_t>(),
               ws.shared_num.as<int32_t>(), max_tiles, ws.shared_act, ws.shared_x_sorted,
-              nullptr, gate, stream);
+              ws.shared_slot_pos, nullptr, gate, stream);
 }
 
 }  // namespace moe

@@ -50,7 +50,9 @@ struct GpuRouter {
 struct MoeWorkspace {
   DeviceBuffer slot_expert, counts, sorted_slots, tile_expert, num_tiles, act;
   DeviceBuffer x_sorted;  // x gathered into sorted order, for the TMA gate-up rows
-  DeviceBuffer shared_sorted, shared_tiles, shared_num, shared_act, shared_weights, shared_x_sorted;
+  DeviceBuffer slot_pos;  // each slot's sorted row, for the token-order gather
+  DeviceBuffer shared_sorted, shared_tiles, shared_num, shared_act, shared_weights, shared_x_sorted,
+      shared_slot_pos;
 };
 
 struct ExpertInputs {
@@ -87,7 +89,8 @@ void run_routing(const GpuRouter& router, const RoutingSpec& spec, const float* 
                  int tokens, int top_k, DeviceBuffer& logits, int32_t* topk_ids,
                  float* topk_weights, cudaStream_t stream);
 
-// Tile choice for the routed forward (kernels::choose_tiles with this device's SM count).
+// Tile choice for the routed forward (kernels::choose_tiles with this device's SM count and
+// memory bandwidth), and x gathered in token order where x is larger than the device's L2.
 kernels::TileChoice default_tiles(const GpuExperts& w, int tokens, int top_k);
 
 // The launches of run_routed_experts, as bits: the alignment, the gate-up GEMM (with the

@@ -107,6 +107,15 @@ std::vector<Pair> config_pairs() {
 
 // Every gate-up row whose name starts with `prefix` with every down row of that prefix and the
 // same block height (the whole cross product: a handful of rows).
+// The table index of the gate-up (or down) row called `name`.
+int config_named(bool gate_up, const std::string& name) {
+  const int n = gate_up ? kernels::gate_up_config_count() : kernels::down_config_count();
+  for (int i = 0; i < n; ++i)
+    if (name == (gate_up ? kernels::gate_up_config(i) : kernels::down_config(i)).name) return i;
+  FAIL("no tile row named " << name);
+  return -1;
+}
+
 std::vector<Pair> prefix_pairs(const std::string& prefix) {
   std::vector<Pair> out;
   if (!kernels::wgmma_available()) return out;
@@ -175,6 +184,9 @@ void reset(Problem& p, MoeWorkspace& ws, cudaStream_t s) {
   if (!ws.x_sorted.empty())
     cuda_check(kernels::launch_fill_nan_elem(ws.x_sorted.data(), ElemType::BF16,
                                              int64_t(ws.x_sorted.bytes() / 2), s), "poison x_sorted");
+  // Zero positions are in range: the token-order gather must reject them by the sorted table.
+  if (!ws.slot_pos.empty())
+    cuda_check(cudaMemsetAsync(ws.slot_pos.data(), 0, ws.slot_pos.bytes(), s), "poison slot_pos");
   for (DeviceBuffer* b : {&ws.sorted_slots, &ws.tile_expert, &ws.slot_expert})
     if (!b->empty())
       cuda_check(kernels::launch_fill_nan_f32(b->as<float>(), int64_t(b->bytes() / 4), s),
@@ -434,7 +446,7 @@ void route_counts(std::mt19937_64& rng, const std::vector<int>& counts, Problem&
 // random routing.
 void run_all_configs(const Variant& v, int E, int H, int I, int K, const std::vector<int>& token_counts,
                      const std::vector<int>& splits, uint64_t seed, const std::string& prefix = "",
-                     const std::vector<int>& counts = {}) {
+                     const std::vector<int>& counts = {}, bool gather_by_token = false) {
   CudaStream stream;
   const cudaStream_t s = stream.get();
   std::mt19937_64 rng(seed);
@@ -494,13 +506,15 @@ void run_all_configs(const Variant& v, int E, int H, int I, int K, const std::ve
         tc.down_cfg = pr.down;
         tc.block_m = kernels::gate_up_config(pr.gate_up).block_m;
         tc.down_split_k = split;
+        tc.gather_by_token = gather_by_token;
         run_routed_experts(ge, gt, inputs_of(p, he, v.act, v.weight_on_input), ws, s, &tc);
         reset(p, ws, s);  // workspace sized now: poison it, restart the output
         run_routed_experts(ge, gt, inputs_of(p, he, v.act, v.weight_on_input), ws, s, &tc);
         const Compare c = check_delta(p, to_host<float>(p.d_out, size_t(T) * H, s), ref);
         INFO(v.name << ", E " << E << " H " << H << " I " << I << " K " << K << ", T = " << T
                     << ", " << kernels::gate_up_config(pr.gate_up).name << " + "
-                    << kernels::down_config(pr.down).name << " split " << split << ": rel_l2 "
+                    << kernels::down_config(pr.down).name << " split " << split
+                    << (gather_by_token ? " (x gathered by token)" : "") << ": rel_l2 "
                     << c.rel_l2 << " max_abs " << c.max_abs << " of " << c.ref_max_abs);
         CHECK(c.finite);
         CHECK(c.rel_l2 < tolerance(v.dtype));
@@ -556,6 +570,21 @@ TEST_CASE("gpu 128-row tiles whose upper half is padding, at the 64-slot boundar
   const std::vector<int> counts = {40, 64, 65, 200, 129};
   run_all_configs(kVariants[0], 5, 136, 72, 1, {498}, {1, 2}, 21, "tma_", counts);
   run_all_configs(kVariants[3], 5, 100, 43, 1, {498}, {1}, 22, "tma_", counts);
+}
+
+// x gathered in token order (each token's row read once, written to its slots' sorted rows)
+// for the sorted_a rows: the 192-row pairs (the bulk-reduce down rows among them) and the
+// 128-row pairs, at top-k 3 and 8.
+TEST_CASE("gpu token-order gather of x matches the float64 oracle", "[gpu][experts][gather]") {
+  if (!wgmma_rows_run("tma_m")) return;
+  run_all_configs(kVariants[0], 7, 136, 72, 3, {1, 19, 111, 700}, {1, 2}, 41, "tma_m192", {}, true);
+  run_all_configs(kVariants[3], 5, 100, 43, 8, {19, 300}, {1}, 42, "tma_m128n", {}, true);
+}
+
+TEST_CASE("gpu token-order gather, small case for compute-sanitizer",
+          "[gpu][experts][gather][sanitize]") {
+  if (!wgmma_rows_run("tma_m")) return;
+  run_all_configs(kVariants[1], 5, 100, 43, 3, {111}, {1}, 43, "tma_m192", {}, true);
 }
 
 // The persistent rows of name prefix `rows` (tma_p: ping-pong, tma_c: cooperative): a grid of
@@ -634,41 +663,54 @@ TEST_CASE("gpu ranks with TP slices, EP maps and redundant replicas sum to the w
   const HostExperts all = random_experts(rng, ElemType::BF16, E, I, H, true, false);
   const HostRouteTable full = identity_table(E);
   for (int T : {1, 19, 111}) {
-    INFO("T = " << T);
-    Problem p = make_problem(rng, all, E, T, K, s);
-    std::vector<double> ref(size_t(T) * H, 0.0);
-    oracle_experts(all, full, p.x, p.ids, p.weights, T, K, Activation::SwigluOai, false, ref);
-    to_device(p.d_out, p.start, s);
-    MoeWorkspace ws;
-    // TP slices of I = 72: 40 and 32 columns, each padded to 40 (vLLM: I_u = ceil, pad tail).
-    const int I_u = 40;
-    for (int er = 0; er < ep; ++er) {
-      HostRouteTable table;
-      table.num_logical = E;
-      std::vector<int> logical_of_local;
-      for (int ph = 0; ph < Ep; ++ph) {
-        table.physical_to_logical.push_back(ph % E);
-        if (ph % ep == er) {  // round robin
-          table.expert_map.push_back(int(logical_of_local.size()));
-          logical_of_local.push_back(ph % E);
-        } else {
-          table.expert_map.push_back(-1);
+    for (bool by_token : {false, true}) {
+      if (by_token && !kernels::wgmma_available()) continue;
+      INFO("T = " << T << (by_token ? ", x gathered by token" : ""));
+      Problem p = make_problem(rng, all, E, T, K, s);
+      std::vector<double> ref(size_t(T) * H, 0.0);
+      oracle_experts(all, full, p.x, p.ids, p.weights, T, K, Activation::SwigluOai, false, ref);
+      to_device(p.d_out, p.start, s);
+      MoeWorkspace ws;
+      // TP slices of I = 72: 40 and 32 columns, each padded to 40 (vLLM: I_u = ceil, pad tail).
+      const int I_u = 40;
+      for (int er = 0; er < ep; ++er) {
+        HostRouteTable table;
+        table.num_logical = E;
+        std::vector<int> logical_of_local;
+        for (int ph = 0; ph < Ep; ++ph) {
+          table.physical_to_logical.push_back(ph % E);
+          if (ph % ep == er) {  // round robin
+            table.expert_map.push_back(int(logical_of_local.size()));
+            logical_of_local.push_back(ph % E);
+          } else {
+            table.expert_map.push_back(-1);
+          }
+        }
+        const HostExperts rank_experts = select_experts(all, logical_of_local);
+        const GpuRouteTable gt = upload(table, s);
+        for (int tr = 0; tr < tp; ++tr) {
+          const int begin = tr * I_u, count = std::min(I_u, I - begin);
+          const HostExperts slice = tp_slice(rank_experts, begin, count, I_u, tr == 0);
+          const GpuExperts ge = upload(slice, s);
+          // The default tiles, or with wgmma a 128-row TMA pair gathering x in token order: the
+          // workspace's slot positions then hold the other ranks' slots, which must not be read.
+          kernels::TileChoice tc = default_tiles(ge, T, K);
+          if (by_token) {
+            tc.block_m = 128;
+            tc.gate_up_cfg = config_named(true, "tma_m128n64s3");
+            tc.down_cfg = config_named(false, "tma_m128n128s3r");
+            tc.down_split_k = 1;
+            tc.gather_by_token = true;
+          }
+          run_routed_experts(ge, gt, inputs_of(p, slice, Activation::SwigluOai, false), ws, s, &tc);
         }
       }
-      const HostExperts rank_experts = select_experts(all, logical_of_local);
-      const GpuRouteTable gt = upload(table, s);
-      for (int tr = 0; tr < tp; ++tr) {
-        const int begin = tr * I_u, count = std::min(I_u, I - begin);
-        const HostExperts slice = tp_slice(rank_experts, begin, count, I_u, tr == 0);
-        const GpuExperts ge = upload(slice, s);
-        run_routed_experts(ge, gt, inputs_of(p, slice, Activation::SwigluOai, false), ws, s);
-      }
+      const Compare c = check_delta(p, to_host<float>(p.d_out, size_t(T) * H, s), ref);
+      INFO("rel_l2 " << c.rel_l2);
+      CHECK(c.finite);
+      CHECK(c.rel_l2 < 1.5e-2);
+      CHECK(c.rel_l2 > 0);
     }
-    const Compare c = check_delta(p, to_host<float>(p.d_out, size_t(T) * H, s), ref);
-    INFO("rel_l2 " << c.rel_l2);
-    CHECK(c.finite);
-    CHECK(c.rel_l2 < 1.5e-2);
-    CHECK(c.rel_l2 > 0);
   }
 }
 

@@ -19,13 +19,14 @@ TEST_CASE("tile choice names existing rows of one block height for every layer s
   const int hidden_sizes[] = {104, 2048, 2880, 4096, 7168};
   int choices = 0;
   for (bool wgmma : {false, true}) {
+   for (double hbm : {0.0, 3.35, 4.8}) {  // unknown, H100-class, H200-class memory
     for (int slots : slot_counts)
       for (int experts : expert_counts)
         for (int inter : inter_sizes)
           for (int hidden : hidden_sizes) {
             const kernels::TileChoice c =
-                kernels::choose_tiles(slots, experts, inter, hidden, 132, wgmma);
-            INFO("wgmma " << wgmma << ", slots " << slots << ", experts " << experts << ", I "
+                kernels::choose_tiles(slots, experts, inter, hidden, 132, wgmma, hbm);
+            INFO("wgmma " << wgmma << ", HBM " << hbm << " TB/s, slots " << slots << ", experts " << experts << ", I "
                           << inter << ", H " << hidden);
             REQUIRE(c.gate_up_cfg >= 0);
             REQUIRE(c.gate_up_cfg < kernels::gate_up_config_count());
@@ -45,8 +46,9 @@ TEST_CASE("tile choice names existing rows of one block height for every layer s
             CHECK(c.down_split_k <= (inter + 63) / 64);  // every split has K to do
             ++choices;
           }
+   }
   }
-  CHECK(choices == 2 * 10 * 8 * 7 * 5);
+  CHECK(choices == 2 * 3 * 10 * 8 * 7 * 5);
 }
 
 TEST_CASE("tile table rows have distinct names and positive sizes", "[tiles]") {
