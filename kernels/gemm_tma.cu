@@ -142,7 +142,8 @@ __global__ void slot_position_kernel(const int32_t* __restrict__ sorted,
 __global__ void gather_tokens_kernel(const uint4* __restrict__ x, int64_t ldx8, int k8, int tokens,
                                      int top_k, const int32_t* __restrict__ sorted,
                                      const int32_t* __restrict__ num_tiles, int block_m,
-                                     const int32_t* __restrict__ slot_pos, uint4* __restrict__ out) {
+                                     const int32_t* __restrict__ slot_pos,
+                                     uint4* __restrict__ out) {
   grid_dependency_wait();  // slot_position_kernel (and before it the alignment) complete
   allow_dependents();
   const int64_t rows = int64_t(*num_tiles) * block_m;

@@ -203,9 +203,10 @@ __device__ __forceinline__ void named_bar_arrive(int id, int threads) {
 // memory into global memory (cp.reduce.async.bulk ... add.f32), so the L2 receives whole
 // 16-byte-aligned row segments from one request instead of a red.v4 per lane and quad.
 __device__ __forceinline__ void bulk_reduce_add_f32(float* dst, uint32_t src, uint32_t bytes) {
-  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst),
-               "r"(src), "r"(bytes)
-               : "memory");
+  asm volatile(
+      "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst),
+      "r"(src), "r"(bytes)
+      : "memory");
 }
 __device__ __forceinline__ void bulk_commit_and_wait_read() {
   asm volatile("cp.async.bulk.commit_group;\ncp.async.bulk.wait_group.read 0;\n" ::: "memory");
@@ -244,12 +245,8 @@ __device__ __forceinline__ void bulk_down_epilogue(const GemmParams& p, const fl
   const uint32_t dst = stage_base + uint32_t(row * kStride + 16 * ((lane % 4) / 2));
 #pragma unroll
   for (int f = 0; f < kAcc; f += 4) {
-    const int c = col0 + 8 * (f / 4) + 2 * (lane % 4);
-    const float b0 = add_bias && c < p.n ? ElemOps<T>::to_float(bias[c]) : 0.0f;
-    const float b1 = add_bias && c + 1 < p.n ? ElemOps<T>::to_float(bias[c + 1]) : 0.0f;
     float q[4];
-    rows_to_quads(lane, rows.w_lo * (acc[f] + b0), rows.w_lo * (acc[f + 1] + b1),
-                  rows.w_hi * (acc[f + 2] + b0), rows.w_hi * (acc[f + 3] + b1), q);
+    down_quad(p, bias, add_bias, rows, acc, f, col0, lane, q);
     store_shared_f32x4(dst + 32 * (f / 4), q);
   }
   fence_proxy_async();  // generic-proxy stores, read next by the bulk copy (async proxy)
@@ -301,7 +298,8 @@ struct TmaTile {
 // MINB: CTAs per SM the registers are budgeted for (2 lets one CTA's epilogue overlap another's
 // main loop; needs the n128 accumulators and 3 stages).
 template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB, bool XDIRECT, bool BULK>
-__global__ void __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, BULK>::kThreads, MINB)
+__global__ void
+__launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, BULK>::kThreads, MINB)
     tma_gemm_kernel(const __grid_constant__ GemmParams p, const __grid_constant__ CUtensorMap map_a,
                     const __grid_constant__ CUtensorMap map_b) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)

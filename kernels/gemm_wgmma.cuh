@@ -187,6 +187,19 @@ __device__ __forceinline__ EpilogueRows epilogue_rows(const GemmParams& p, const
   return r;
 }
 
+// Down epilogue, accumulator step f (fragments f .. f + 3 of m64 x BN): the routing-weighted
+// values (bias on split 0) of four consecutive columns of this lane's row, by rows_to_quads.
+template <typename T>
+__device__ __forceinline__ void down_quad(const GemmParams& p, const T* bias, bool add_bias,
+                                          const EpilogueRows& rows, const float* acc, int f,
+                                          int col0, int lane, float (&q)[4]) {
+  const int c = col0 + 8 * (f / 4) + 2 * (lane % 4);
+  const float b0 = add_bias && c < p.n ? ElemOps<T>::to_float(bias[c]) : 0.0f;
+  const float b1 = add_bias && c + 1 < p.n ? ElemOps<T>::to_float(bias[c + 1]) : 0.0f;
+  rows_to_quads(lane, rows.w_lo * (acc[f] + b0), rows.w_lo * (acc[f + 1] + b1),
+                rows.w_hi * (acc[f + 2] + b0), rows.w_hi * (acc[f + 3] + b1), q);
+}
+
 // The epilogue of one consumer warpgroup `wg` (64 rows; ctid = thread index within it) holding
 // the m64 x BN accumulator fragment `acc`, its rows `rows` (epilogue_rows): gate-up applies
 // bias + activation and stores the intermediate row; down scales by the routing weight and adds
@@ -228,12 +241,8 @@ __device__ __forceinline__ void wg_epilogue(const GemmParams& p, const float* ac
     const bool vec = p.ldo % 4 == 0 && (reinterpret_cast<uintptr_t>(p.out) & 15) == 0;
 #pragma unroll
     for (int f = 0; f < kAcc; f += 4) {
-      const int c = col0 + 8 * (f / 4) + 2 * (lane % 4);
-      const float b0 = add_bias && c < p.n ? ElemOps<T>::to_float(bias[c]) : 0.0f;
-      const float b1 = add_bias && c + 1 < p.n ? ElemOps<T>::to_float(bias[c + 1]) : 0.0f;
       float q[4];
-      rows_to_quads(lane, w_lo * (acc[f] + b0), w_lo * (acc[f + 1] + b1), w_hi * (acc[f + 2] + b0),
-                    w_hi * (acc[f + 3] + b1), q);
+      down_quad(p, bias, add_bias, rows, acc, f, col0, lane, q);
       const int c4 = col0 + 8 * (f / 4) + col_off;
       if (dst && c4 < p.n) add_quad(dst + c4, q, vec, p.n - c4);
     }

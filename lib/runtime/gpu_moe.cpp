@@ -12,25 +12,20 @@ namespace {
 
 void check_launch(cudaError_t err, const char* what) { cuda_check(err, what); }
 
+int device_attribute(cudaDeviceAttr attr, const char* what) {
+  int dev = 0, v = 0;
+  cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
+  cuda_check(cudaDeviceGetAttribute(&v, attr, dev), what);
+  return v;
+}
 int sm_count() {
-  static const int n = [] {
-    int dev = 0, v = 0;
-    cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
-    cuda_check(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev),
-               "cudaDeviceGetAttribute(multiProcessorCount)");
-    return v;
-  }();
+  static const int n = device_attribute(cudaDevAttrMultiProcessorCount,
+                                        "cudaDeviceGetAttribute(multiProcessorCount)");
   return n;
 }
-
 int64_t l2_bytes() {
-  static const int64_t n = [] {
-    int dev = 0, v = 0;
-    cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
-    cuda_check(cudaDeviceGetAttribute(&v, cudaDevAttrL2CacheSize, dev),
-               "cudaDeviceGetAttribute(l2CacheSize)");
-    return int64_t(v);
-  }();
+  static const int64_t n =
+      device_attribute(cudaDevAttrL2CacheSize, "cudaDeviceGetAttribute(l2CacheSize)");
   return n;
 }
 

@@ -18,36 +18,34 @@ TEST_CASE("tile choice names existing rows of one block height for every layer s
   const int inter_sizes[] = {48, 256, 504, 768, 1408, 2880, 14336};
   const int hidden_sizes[] = {104, 2048, 2880, 4096, 7168};
   int choices = 0;
-  for (bool wgmma : {false, true}) {
-   for (double hbm : {0.0, 3.35, 4.8}) {  // unknown, H100-class, H200-class memory
-    for (int slots : slot_counts)
-      for (int experts : expert_counts)
-        for (int inter : inter_sizes)
-          for (int hidden : hidden_sizes) {
-            const kernels::TileChoice c =
-                kernels::choose_tiles(slots, experts, inter, hidden, 132, wgmma, hbm);
-            INFO("wgmma " << wgmma << ", HBM " << hbm << " TB/s, slots " << slots << ", experts " << experts << ", I "
-                          << inter << ", H " << hidden);
-            REQUIRE(c.gate_up_cfg >= 0);
-            REQUIRE(c.gate_up_cfg < kernels::gate_up_config_count());
-            REQUIRE(c.down_cfg >= 0);
-            REQUIRE(c.down_cfg < kernels::down_config_count());
-            const kernels::GemmConfigInfo g = kernels::gate_up_config(c.gate_up_cfg);
-            const kernels::GemmConfigInfo d = kernels::down_config(c.down_cfg);
-            INFO(g.name << " + " << d.name << " split " << c.down_split_k);
-            CHECK(g.block_m == c.block_m);
-            CHECK(d.block_m == c.block_m);
-            if (!wgmma) {  // a device without the sm_90a image gets mma.sync rows only
-              CHECK_FALSE(g.wgmma);
-              CHECK_FALSE(d.wgmma);
+  for (bool wgmma : {false, true})
+    for (double hbm : {0.0, 3.35, 4.8})  // unknown, H100-class, H200-class memory
+      for (int slots : slot_counts)
+        for (int experts : expert_counts)
+          for (int inter : inter_sizes)
+            for (int hidden : hidden_sizes) {
+              const kernels::TileChoice c =
+                  kernels::choose_tiles(slots, experts, inter, hidden, 132, wgmma, hbm);
+              INFO("wgmma " << wgmma << ", HBM " << hbm << " TB/s, slots " << slots
+                            << ", experts " << experts << ", I " << inter << ", H " << hidden);
+              REQUIRE(c.gate_up_cfg >= 0);
+              REQUIRE(c.gate_up_cfg < kernels::gate_up_config_count());
+              REQUIRE(c.down_cfg >= 0);
+              REQUIRE(c.down_cfg < kernels::down_config_count());
+              const kernels::GemmConfigInfo g = kernels::gate_up_config(c.gate_up_cfg);
+              const kernels::GemmConfigInfo d = kernels::down_config(c.down_cfg);
+              INFO(g.name << " + " << d.name << " split " << c.down_split_k);
+              CHECK(g.block_m == c.block_m);
+              CHECK(d.block_m == c.block_m);
+              if (!wgmma) {  // a device without the sm_90a image gets mma.sync rows only
+                CHECK_FALSE(g.wgmma);
+                CHECK_FALSE(d.wgmma);
+              }
+              CHECK(c.down_split_k >= 1);
+              CHECK(c.down_split_k <= 16);
+              CHECK(c.down_split_k <= (inter + 63) / 64);  // every split has K to do
+              ++choices;
             }
-            CHECK(c.down_split_k >= 1);
-            CHECK(c.down_split_k <= 16);
-            CHECK(c.down_split_k <= (inter + 63) / 64);  // every split has K to do
-            ++choices;
-          }
-   }
-  }
   CHECK(choices == 2 * 3 * 10 * 8 * 7 * 5);
 }
 
