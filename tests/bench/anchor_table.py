@@ -8,7 +8,8 @@ vLLM and the better of the two. The last line counts the cells.
 
 With --peer (tests/bench/peer_grouped_mm.py's report from the same machine as ours), the
 torch._grouped_mm column is that run's, compared by time; vLLM's Triton kernel, which is not on
-that machine, is compared by x floor (its H100 anchor against ours on this machine's floor).
+that machine, is compared by time where our bench ran on an H100 (the anchors' kind of machine),
+else by x floor (its H100 anchor against ours on this machine's floor).
 The peer's x floor is its time over our floor for the cell (moe-tool's ceilings: the peer
 script's copy goes through the copy engine and reads lower).
 """
@@ -49,9 +50,11 @@ def main_peer(peer_file, files):
         note = "" if settles == [peer_settle] else "  (not the same: the columns do not compare)"
         print(f"settled: moe-tool {', '.join(f'{x:g}' for x in settles)} s, peer {peer_settle:g} s"
               f"{note}")
+    by_time = all("H100" in json.load(open(f)).get("device", "") for f in files)
     print()
+    vcol = "vLLM Triton us (H100 anchor)" if by_time else "vLLM Triton x floor (H100)"
     print("| shape | tokens | ours us | x floor | torch._grouped_mm us (x floor), same machine | "
-          "vLLM Triton x floor (H100) | beats torch | beats vLLM | beats both | tiles |")
+          f"{vcol} | beats torch | beats vLLM | beats both | tiles |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     cells = beat_v = beat_t = beat_b = 0
     for f in files:
@@ -62,19 +65,24 @@ def main_peer(peer_file, files):
             key = (name, c["tokens"])
             if key not in anchors or c["tokens"] not in pcells:
                 continue
-            v_xf = anchors[key][0] / floor_h100[key]
+            v_us = anchors[key][0]
+            v_xf = v_us / floor_h100[key]
             t = pcells[c["tokens"]]
-            bt, bv = c["us"] < t["us"], c["x_floor"] < v_xf
+            bt = c["us"] < t["us"]
+            bv = c["us"] < v_us if by_time else c["x_floor"] < v_xf
             cells += 1
             beat_t += bt
             beat_v += bv
             beat_b += bt and bv
             yn = lambda b: "yes" if b else "no"
             print(f"| {name} | {c['tokens']} | {c['us']:.0f} | {c['x_floor']:.2f} | "
-                  f"{t['us']:.0f} ({t['us'] / c['floor_us']:.2f}) | {v_xf:.2f} | {yn(bt)} | {yn(bv)} | "
-                  f"{yn(bt and bv)} | {c['gate_up_cfg']} + {c['down_cfg']} (split {c['split_k']}) |")
-    print(f"\n{cells} cells: faster than torch._grouped_mm in {beat_t}, below vLLM's x floor in "
-          f"{beat_v}, both in {beat_b}.")
+                  f"{t['us']:.0f} ({t['us'] / c['floor_us']:.2f}) | "
+                  f"{v_us if by_time else f'{v_xf:.2f}'} | {yn(bt)} | {yn(bv)} | "
+                  f"{yn(bt and bv)} | {c['gate_up_cfg']} + {c['down_cfg']} (split {c['split_k']}"
+                  f"{', x by token' if c.get('gather_by_token') else ''}) |")
+    vs = "faster than vLLM's H100 anchor" if by_time else "below vLLM's x floor"
+    print(f"\n{cells} cells: faster than torch._grouped_mm in {beat_t}, {vs} in {beat_v}, "
+          f"both in {beat_b}.")
 
 
 def main(files):
