@@ -105,8 +105,8 @@ struct GateUpArgs {
   int ld_act = 0;
   int num_experts = 0;       // E_local: the extent of w13
   void* x_sorted = nullptr;  // [max_tiles * block_m, k] scratch, for rows with sorted_a
-  // With slot_pos ([tokens * top_k] scratch, top_k <= 32) the sorted_a rows' gather runs in
-  // token order: each row of x read once (TileChoice::gather_by_token).
+  // With slot_pos ([tokens * top_k] scratch) the sorted_a rows' gather runs in token order,
+  // each row of x read once (TileChoice::gather_by_token); past top_k 32, in slot order.
   int32_t* slot_pos = nullptr;
   int tokens = 0;
 };

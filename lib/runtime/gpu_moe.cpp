@@ -279,8 +279,7 @@ kernels::TileChoice default_tiles(const GpuExperts& w, int tokens, int top_k) {
   // x larger than the L2: the slot-order gather would read most of its rows from HBM top_k
   // times; in token order each row is read once (H100 sweeps: qwen3 16384 tokens 3245 us
   // against 3387, DeepSeek-V3 TP8 4096 tokens 2259 against 2331; no change below the L2 size).
-  if (tc.gate_up_cfg >= 0 && kernels::gate_up_config(tc.gate_up_cfg).sorted_a && top_k > 1 &&
-      top_k <= 32)
+  if (tc.gate_up_cfg >= 0 && kernels::gate_up_config(tc.gate_up_cfg).sorted_a && top_k > 1)
     tc.gather_by_token = int64_t(tokens) * w.hidden_ld * 2 > l2_bytes();
   return tc;
 }
@@ -321,7 +320,7 @@ void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::Til
   if (kernels::gate_up_config(tc.gate_up_cfg).sorted_a) {
     x_sorted.ensure(size_t(max_tiles) * tc.block_m * w.hidden_ld * 2);
     ga.x_sorted = x_sorted.data();
-    if (tc.gather_by_token && top_k <= 32) {
+    if (tc.gather_by_token) {  // launch_gate_up falls back to slot order past top_k 32
       slot_pos.ensure(size_t(in.tokens) * top_k * 4);
       ga.slot_pos = slot_pos.as<int32_t>();
       ga.tokens = in.tokens;

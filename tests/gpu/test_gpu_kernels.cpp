@@ -105,8 +105,6 @@ std::vector<Pair> config_pairs() {
   return out;
 }
 
-// Every gate-up row whose name starts with `prefix` with every down row of that prefix and the
-// same block height (the whole cross product: a handful of rows).
 // The table index of the gate-up (or down) row called `name`.
 int config_named(bool gate_up, const std::string& name) {
   const int n = gate_up ? kernels::gate_up_config_count() : kernels::down_config_count();
@@ -116,6 +114,8 @@ int config_named(bool gate_up, const std::string& name) {
   return -1;
 }
 
+// Every gate-up row whose name starts with `prefix` with every down row of that prefix and the
+// same block height (the whole cross product: a handful of rows).
 std::vector<Pair> prefix_pairs(const std::string& prefix) {
   std::vector<Pair> out;
   if (!kernels::wgmma_available()) return out;
