@@ -23,6 +23,9 @@ struct ElemOps<__nv_bfloat16> {
     __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
     return *reinterpret_cast<uint32_t*>(&h);
   }
+  static __device__ __forceinline__ float2 unpack2(uint32_t u) {
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u));
+  }
 };
 template <>
 struct ElemOps<__half> {
@@ -31,6 +34,9 @@ struct ElemOps<__half> {
   static __device__ __forceinline__ uint32_t pack2(float a, float b) {
     __half2 h = __floats2half2_rn(a, b);
     return *reinterpret_cast<uint32_t*>(&h);
+  }
+  static __device__ __forceinline__ float2 unpack2(uint32_t u) {
+    return __half22float2(*reinterpret_cast<const __half2*>(&u));
   }
 };
 
@@ -169,6 +175,8 @@ struct GemmParams {
   int ld_act;
   float* out;
   int ldo;
+  void* rows_out;  // down, or null: each slot's row in the elements' type at its sorted row
+  int ld_rows;
 };
 
 // Grouped rasterization: 8 consecutive M tiles (mostly one expert) share each N tile, so a

@@ -40,7 +40,7 @@ int find(const std::vector<TileConfig>& rows, const char* name) {
   return -1;  // a name missing from the table: the launch then fails with cudaErrorInvalidValue
 }
 GemmConfigInfo info(const TileConfig& c) {
-  return {c.name, c.block_m, c.out_cols, c.wgmma, c.sorted_a};
+  return {c.name, c.block_m, c.out_cols, c.wgmma, c.sorted_a, c.rows_out};
 }
 int ceil_div(int64_t a, int64_t b) { return int((a + b - 1) / b); }
 
@@ -294,6 +294,8 @@ cudaError_t launch_down(const DownArgs& a, int cfg, cudaStream_t stream) {
       a.top_k <= 0 || a.ldo < a.n || a.max_tiles <= 0 || a.split_k <= 0 || !a.act || !a.w2 ||
       !a.sorted_slots || !a.tile_expert || !a.num_tiles || !a.out)
     return cudaErrorInvalidValue;
+  if (a.rows_out && (!row.rows_out || a.split_k != 1 || a.ld_rows < a.n || a.ld_rows % 8 != 0))
+    return cudaErrorInvalidValue;
   GemmParams p{};
   p.a = a.act;
   p.lda = a.ld_act;
@@ -316,6 +318,8 @@ cudaError_t launch_down(const DownArgs& a, int cfg, cudaStream_t stream) {
   p.slot_weights = a.slot_weights;
   p.out = a.out;
   p.ldo = a.ldo;
+  p.rows_out = a.rows_out;
+  p.ld_rows = a.ld_rows;
   return (a.dtype == ElemType::BF16 ? row.bf16 : row.f16)(p, ceil_div(a.k, per), stream);
 }
 

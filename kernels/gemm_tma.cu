@@ -179,7 +179,100 @@ __global__ void gather_tokens_kernel(const uint4* __restrict__ x, int64_t ldx8, 
   }
 }
 
+// The token-order sum of the down GEMM's rows (DownArgs::rows_out, for outputs larger than the
+// L2): a red per slot row into a float32 output that no longer fits in the L2 reads and writes
+// the token's row from HBM for each of its top_k slots; here each token's output row is read and
+// written once. One block per token: its slots' sorted rows are found through slot_pos and kept
+// only where sorted[pos] == slot (another rank's slot keeps a stale position there).
+template <typename T>
+__global__ void __launch_bounds__(256)
+    sum_rows_kernel(const T* __restrict__ rows, int64_t ld_rows, int n, int tokens, int top_k,
+                    const int32_t* __restrict__ sorted, const int32_t* __restrict__ num_tiles,
+                    int block_m, const int32_t* __restrict__ slot_pos, float* __restrict__ out,
+                    int64_t ldo, bool overwrite, bool vec) {
+  grid_dependency_wait();  // the down GEMM complete
+  allow_dependents();
+  __shared__ int64_t s_row[32];
+  const int64_t nrows = int64_t(*num_tiles) * block_m;
+  for (int t = blockIdx.x; t < tokens; t += gridDim.x) {
+    if (threadIdx.x < top_k) {
+      const int64_t slot = int64_t(t) * top_k + threadIdx.x;
+      const int q = slot_pos[slot];
+      s_row[threadIdx.x] = q >= 0 && q < nrows && sorted[q] == slot ? q : -1;
+    }
+    __syncthreads();
+    float* o = out + int64_t(t) * ldo;
+    if (vec) {  // 8 elements (16 bytes) of each row a step
+      for (int c = threadIdx.x * 8; c < n; c += blockDim.x * 8) {
+        float acc[8] = {};
+#pragma unroll 4
+        for (int k = 0; k < top_k; ++k) {
+          const int64_t r = s_row[k];
+          if (r < 0) continue;
+          const uint4 v = __ldg(reinterpret_cast<const uint4*>(rows + r * ld_rows + c));
+          const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const float2 f = ElemOps<T>::unpack2(words[j]);
+            acc[2 * j] += f.x;
+            acc[2 * j + 1] += f.y;
+          }
+        }
+        float4* o4 = reinterpret_cast<float4*>(o + c);
+        float4 lo = make_float4(acc[0], acc[1], acc[2], acc[3]);
+        float4 hi = make_float4(acc[4], acc[5], acc[6], acc[7]);
+        if (!overwrite) {
+          const float4 a = o4[0], b = o4[1];
+          lo = make_float4(lo.x + a.x, lo.y + a.y, lo.z + a.z, lo.w + a.w);
+          hi = make_float4(hi.x + b.x, hi.y + b.y, hi.z + b.z, hi.w + b.w);
+        }
+        o4[0] = lo;
+        o4[1] = hi;
+      }
+    } else {
+      for (int c = threadIdx.x; c < n; c += blockDim.x) {
+        float acc = 0.0f;
+        for (int k = 0; k < top_k; ++k)
+          if (s_row[k] >= 0) acc += ElemOps<T>::to_float(rows[s_row[k] * ld_rows + c]);
+        o[c] = overwrite ? acc : o[c] + acc;
+      }
+    }
+    __syncthreads();  // s_row is rewritten for the next token
+  }
+}
+
 }  // namespace
+
+cudaError_t launch_slot_positions(const int32_t* sorted_slots, const int32_t* num_tiles,
+                                  int block_m, int max_tiles, int32_t* slot_pos,
+                                  cudaStream_t stream) {
+  if (!sorted_slots || !num_tiles || !slot_pos || block_m <= 0 || max_tiles <= 0)
+    return cudaErrorInvalidValue;
+  const int64_t max_rows = int64_t(max_tiles) * block_m;
+  const int blocks = int(std::min<int64_t>((max_rows + 255) / 256, 1024));
+  return launch_dependent(slot_position_kernel, dim3(unsigned(blocks)), dim3(256), 0, stream,
+                          sorted_slots, num_tiles, block_m, slot_pos);
+}
+
+cudaError_t launch_sum_rows(const SumRowsArgs& a, cudaStream_t stream) {
+  if (!a.rows || !a.out || !a.sorted_slots || !a.num_tiles || !a.slot_pos || a.n <= 0 ||
+      a.ld_rows < a.n || a.ldo < a.n || a.tokens <= 0 || a.top_k <= 0 || a.top_k > 32 ||
+      a.block_m <= 0)
+    return cudaErrorInvalidValue;
+  const bool vec = a.n % 8 == 0 && a.ld_rows % 8 == 0 && a.ldo % 4 == 0 &&
+                   reinterpret_cast<uintptr_t>(a.rows) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(a.out) % 16 == 0;
+  const dim3 grid(unsigned(std::min(a.tokens, 65535)));
+  if (a.dtype == ElemType::BF16)
+    return launch_dependent(sum_rows_kernel<__nv_bfloat16>, grid, dim3(256), 0, stream,
+                            static_cast<const __nv_bfloat16*>(a.rows), int64_t(a.ld_rows), a.n,
+                            a.tokens, a.top_k, a.sorted_slots, a.num_tiles, a.block_m, a.slot_pos,
+                            a.out, int64_t(a.ldo), a.overwrite, vec);
+  return launch_dependent(sum_rows_kernel<__half>, grid, dim3(256), 0, stream,
+                          static_cast<const __half*>(a.rows), int64_t(a.ld_rows), a.n, a.tokens,
+                          a.top_k, a.sorted_slots, a.num_tiles, a.block_m, a.slot_pos, a.out,
+                          int64_t(a.ldo), a.overwrite, vec);
+}
 
 cudaError_t launch_gather_tokens(const void* x, int ldx, int k, int tokens, int top_k,
                                  const int32_t* sorted_slots, const int32_t* num_tiles,
@@ -188,10 +281,8 @@ cudaError_t launch_gather_tokens(const void* x, int ldx, int k, int tokens, int 
   if (!x || !out || !slot_pos || k % 8 != 0 || ldx % 8 != 0 || ldx < k || tokens <= 0 ||
       top_k <= 0 || top_k > 32 || max_tiles <= 0)
     return cudaErrorInvalidValue;
-  const int64_t max_rows = int64_t(max_tiles) * block_m;
-  const int pos_blocks = int(std::min<int64_t>((max_rows + 255) / 256, 1024));
-  cudaError_t e = launch_dependent(slot_position_kernel, dim3(unsigned(pos_blocks)), dim3(256), 0,
-                                   stream, sorted_slots, num_tiles, block_m, slot_pos);
+  const cudaError_t e =
+      launch_slot_positions(sorted_slots, num_tiles, block_m, max_tiles, slot_pos, stream);
   if (e != cudaSuccess) return e;
   const int blocks = int(std::min<int64_t>((int64_t(tokens) + 7) / 8, 2048));
   return launch_dependent(gather_tokens_kernel, dim3(unsigned(blocks)), dim3(256), 0, stream,
@@ -216,14 +307,14 @@ cudaError_t launch_gather_sorted(const void* x, int ldx, int k, int top_k,
   TileConfig {                                                                            \
     NAME, BM, (GU) ? (BN) / 2 : (BN), 64, true,                                           \
         &launch_tma_gemm<__nv_bfloat16, BM, BN, S, GU, MINB>,                             \
-        &launch_tma_gemm<__half, BM, BN, S, GU, MINB>, (GU)                               \
+        &launch_tma_gemm<__half, BM, BN, S, GU, MINB>, (GU), !(GU)                        \
   }
 // Down rows whose epilogue stages the weighted rows in shared memory and adds them into the
 // output with bulk reduces by the TMA unit (suffix r; bulk_down_epilogue).
 #define MOE_TMA_BROW(NAME, BM, BN, S, MINB)                                                \
   TileConfig {                                                                            \
     NAME, BM, BN, 64, true, &launch_tma_gemm<__nv_bfloat16, BM, BN, S, false, MINB, false, true>, \
-        &launch_tma_gemm<__half, BM, BN, S, false, MINB, false, true>, false             \
+        &launch_tma_gemm<__half, BM, BN, S, false, MINB, false, true>, false, true       \
   }
 // Gate-up rows that read x in place (x_direct, suffix x): no gather pass, no sorted copy.
 #define MOE_TMA_XROW(NAME, BM, BN, S, MINB)                                                \

@@ -948,8 +948,10 @@ template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB = 1, bo
 cudaError_t launch_tma_gemm(const GemmParams& p, int split_k, cudaStream_t stream) {
   if constexpr (BULK) {
     // Bulk reduces need 16-byte-aligned row segments whose lengths are multiples of 16 bytes;
-    // other outputs take the same tile with the per-lane atomics.
-    if (p.ldo % 4 != 0 || p.n % 4 != 0 || reinterpret_cast<uintptr_t>(p.out) % 16 != 0)
+    // other outputs take the same tile with the per-lane atomics, and rows in sorted order
+    // (p.rows_out) its plain epilogue.
+    if (p.rows_out || p.ldo % 4 != 0 || p.n % 4 != 0 ||
+        reinterpret_cast<uintptr_t>(p.out) % 16 != 0)
       return launch_tma_gemm<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, false>(p, split_k, stream);
   }
   using C = TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, BULK>;

@@ -203,7 +203,7 @@ __device__ __forceinline__ void down_quad(const GemmParams& p, const T* bias, bo
 // The epilogue of one consumer warpgroup `wg` (64 rows; ctid = thread index within it) holding
 // the m64 x BN accumulator fragment `acc`, its rows `rows` (epilogue_rows): gate-up applies
 // bias + activation and stores the intermediate row; down scales by the routing weight and adds
-// into the fp32 output. Fragment f: row 16 * warp + lane / 4 + 8 * ((f % 4) / 2), column
+// into the fp32 output (with p.rows_out: stores the row at its sorted row instead). Fragment f: row 16 * warp + lane / 4 + 8 * ((f % 4) / 2), column
 // 8 * (f / 4) + 2 * (lane % 4) + f % 2; rows_to_quads pairs f and f + 2 so each lane writes
 // four consecutive columns of one row.
 template <typename T, int BM, int BN, bool GATE_UP>
@@ -234,6 +234,17 @@ __device__ __forceinline__ void wg_epilogue(const GemmParams& p, const float* ac
                     gate_up_value(p, bias, slot_hi >= 0, w_hi, acc[f + 3], up[f + 3], c + 1), q);
       const int c4 = col0 + 8 * (f / 4) + col_off;
       if (c4 < p.ld_act) store_quad(dst + c4, q, vec, p.ld_act - c4);
+    }
+  } else if (p.rows_out) {  // the slot's weighted row at its sorted row (launch_sum_rows adds)
+    const int64_t prow = int64_t(m_tile) * BM + row_lo + 8 * (lane & 1);
+    T* dst = slot >= 0 ? static_cast<T*>(p.rows_out) + prow * p.ld_rows : nullptr;
+    const bool vec = p.ld_rows % 4 == 0 && (reinterpret_cast<uintptr_t>(p.rows_out) & 7) == 0;
+#pragma unroll
+    for (int f = 0; f < kAcc; f += 4) {
+      float q[4];
+      down_quad(p, bias, bias && split == 0, rows, acc, f, col0, lane, q);
+      const int c4 = col0 + 8 * (f / 4) + col_off;
+      if (dst && c4 < p.n) store_quad(dst + c4, q, vec, p.n - c4);
     }
   } else {
     const bool add_bias = bias && split == 0;

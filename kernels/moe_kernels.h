@@ -126,6 +126,27 @@ struct DownArgs {
   int ldo = 0;
   int split_k = 1;
   int num_experts = 0;  // E_local: the extent of w2
+  // With rows_out ([max_tiles * block_m, ld_rows] in dtype; split_k 1, rows whose
+  // GemmConfigInfo::rows_out is set): each slot's weighted row (bias added) is stored at its
+  // sorted row instead of added into out, and launch_sum_rows adds them into out by token.
+  void* rows_out = nullptr;
+  int ld_rows = 0;
+};
+// The token-order sum of DownArgs::rows_out: out[t] (or +=) the rows of t's slots on this rank,
+// found through slot_pos (launch_slot_positions, or the token-order gather's) and checked against
+// the sorted table. top_k <= 32.
+struct SumRowsArgs {
+  ElemType dtype = ElemType::BF16;
+  const void* rows = nullptr;  // [max_tiles * block_m, ld_rows]
+  int ld_rows = 0, n = 0;
+  int tokens = 0, top_k = 1;
+  const int32_t* sorted_slots = nullptr;
+  const int32_t* num_tiles = nullptr;
+  int block_m = 0;
+  const int32_t* slot_pos = nullptr;  // [tokens * top_k]
+  float* out = nullptr;               // [tokens, ldo]
+  int ldo = 0;
+  bool overwrite = false;  // out = the sum (every row written), not out += it
 };
 
 // The table of tile configurations (kernels/tile_configs.h has the rows).
@@ -135,6 +156,7 @@ struct GemmConfigInfo {
   int block_n;       // output columns per tile
   bool wgmma;        // needs sm_90a
   bool sorted_a;     // gate-up: needs GateUpArgs::x_sorted
+  bool rows_out;     // down: can store rows in sorted order (DownArgs::rows_out)
 };
 int gate_up_config_count();
 int down_config_count();
@@ -149,6 +171,7 @@ struct TileChoice {
   int down_cfg = 0;
   int down_split_k = 1;
   bool gather_by_token = false;  // sorted_a gate-up rows: x gathered in token order
+  bool down_rows = false;  // down stores rows in sorted order, summed by token (DownArgs::rows_out)
 };
 // Picks tiles from the expected rows per expert (slots / num_local), the GEMM sizes and the
 // device: its SM count, whether it runs the sm_90a rows, and its peak memory bandwidth in TB/s
@@ -161,6 +184,12 @@ TileChoice choose_tiles(int slots, int num_local, int inter, int hidden, int sm_
 double hbm_peak_tbs();
 cudaError_t launch_gate_up(const GateUpArgs& args, int cfg, cudaStream_t stream);
 cudaError_t launch_down(const DownArgs& args, int cfg, cudaStream_t stream);
+// Each sorted row's slot records its row: slot_pos[slot] = r ([tokens * top_k]; slots not on
+// this rank keep what an earlier call left, so a reader checks sorted[pos] == slot).
+cudaError_t launch_slot_positions(const int32_t* sorted_slots, const int32_t* num_tiles,
+                                  int block_m, int max_tiles, int32_t* slot_pos,
+                                  cudaStream_t stream);
+cudaError_t launch_sum_rows(const SumRowsArgs& args, cudaStream_t stream);
 // Tests: the persistent rows (tma_p*) launch at most `ctas` CTAs, so each walks many tiles
 // (0, the default: one CTA per SM). Not thread-safe; set it between launches.
 void set_persistent_ctas(int ctas);

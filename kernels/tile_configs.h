@@ -17,6 +17,7 @@ struct TileConfig {
   bool wgmma;
   GemmLaunchFn bf16, f16;
   bool sorted_a = false;  // gate-up reads x gathered into sorted order (GateUpArgs::x_sorted)
+  bool rows_out = false;  // down can write each slot's row in sorted order (DownArgs::rows_out)
 };
 
 extern const TileConfig kMmaGateUpConfigs[];

@@ -60,7 +60,7 @@ nlohmann::json bench_to_json(const BenchReport& r) {
                          {"x_floor", c.x_floor},        {"experts_touched", c.experts_touched},
                          {"bytes_touched", c.bytes_touched}, {"gate_up_cfg", c.gate_up_cfg},
                          {"down_cfg", c.down_cfg},      {"split_k", c.split_k},
-                         {"gather_by_token", c.gather_by_token}};
+                         {"gather_by_token", c.gather_by_token}, {"down_rows", c.down_rows}};
     if (c.gate_up_us > 0)
       jc["breakdown"] = {{"align_us", c.align_us},         {"gate_up_us", c.gate_up_us},
                          {"down_us", c.down_us},           {"gate_up_tflops", c.gate_up_tflops},
@@ -71,7 +71,8 @@ nlohmann::json bench_to_json(const BenchReport& r) {
       for (const auto& s : c.sweep)
         jc["sweep"].push_back(
             {{"gate_up", s.gate_up}, {"down", s.down}, {"split_k", s.split_k},
-             {"gather_by_token", s.gather_by_token}, {"us", s.us}});
+             {"gather_by_token", s.gather_by_token}, {"down_rows", s.down_rows},
+             {"us", s.us}});
     }
     j["cells"].push_back(jc);
   }
@@ -427,11 +428,14 @@ BenchReport run_bench(const BenchOptions& opts) {
     in.out = out.as<float>();
     in.ldo = w0.hidden;
 
+    // A whole call writes the output from zero (run_routed_experts zeroes it, or the
+    // token-order sum of the down rows writes every row); a stage alone adds to what is there.
+    ExpertInputs in_stage = in;
+    in.zero_out = true;
     auto call = [&](cudaStream_t st, int i, const kernels::TileChoice& tc,
                     unsigned stages = kStageAll) {
-      if (stages == kStageAll)
-        cuda_check(cudaMemsetAsync(out.data(), 0, size_t(T) * w0.hidden * 4, st), "zero output");
-      run_routed_experts(sets[size_t(i) % sets.size()].experts, table, in, ws, st, &tc, stages);
+      run_routed_experts(sets[size_t(i) % sets.size()].experts, table,
+                         stages == kStageAll ? in : in_stage, ws, st, &tc, stages);
     };
     const kernels::TileChoice tc = default_tiles(w0, T, K);
     // Untimed run with set 0: sizes the workspace (nothing allocates inside the graph), gives
@@ -503,6 +507,7 @@ BenchReport run_bench(const BenchOptions& opts) {
     cell.down_cfg = kernels::down_config(tc.down_cfg).name;
     cell.split_k = tc.down_split_k;
     cell.gather_by_token = tc.gather_by_token;
+    cell.down_rows = tc.down_rows;
     cell.tflops = flops / (t.us * 1e-6) / 1e12;
     cell.weight_gbs = cell.bytes_touched / (t.us * 1e-6) / 1e9;
     if (rep.hbm_gbs > 0 && rep.tensor_tflops > 0) {
@@ -546,12 +551,15 @@ BenchReport run_bench(const BenchOptions& opts) {
         }
         double best = 1e30;
         kernels::TileChoice best_tc = base;
-        auto try_tc = [&](const kernels::TileChoice& c) {
+        auto try_tc = [&](kernels::TileChoice c) {
+          // Rows summed by token (from the cell's choice) only where the down row can.
+          c.down_rows = c.down_rows && kernels::down_config(c.down_cfg).rows_out &&
+                        c.down_split_k == 1;
           call(s, 0, c);  // first use outside the graph
           const Timing tt = time_graph([&](cudaStream_t st, int i) { call(st, i, c); }, s, 10, 0.05);
           cell.sweep.push_back({kernels::gate_up_config(c.gate_up_cfg).name,
                                 kernels::down_config(c.down_cfg).name, c.down_split_k,
-                                c.gather_by_token, tt.us});
+                                c.gather_by_token, c.down_rows, tt.us});
           if (tt.us < best) {
             best = tt.us;
             best_tc = c;
@@ -579,10 +587,17 @@ BenchReport run_bench(const BenchOptions& opts) {
             try_tc(c);
           }
         }
-        // The best pair of this height with x gathered in the other order (sorted_a rows).
+        // The best pair of this height with x gathered in the other order (sorted_a rows),
+        // then with the down rows summed the other way (atomics or by token).
         if (kernels::gate_up_config(best_tc.gate_up_cfg).sorted_a && K <= 32) {
           kernels::TileChoice c = best_tc;
           c.gather_by_token = !c.gather_by_token;
+          try_tc(c);
+        }
+        if (kernels::down_config(best_tc.down_cfg).rows_out && best_tc.down_split_k == 1 &&
+            K > 1 && K <= 32) {
+          kernels::TileChoice c = best_tc;
+          c.down_rows = !c.down_rows;
           try_tc(c);
         }
       }

@@ -42,6 +42,7 @@ struct BenchSweepEntry {
   std::string gate_up, down;
   int split_k = 1;
   bool gather_by_token = false;
+  bool down_rows = false;
   double us = 0;
 };
 
@@ -58,6 +59,7 @@ struct BenchCell {
   std::string gate_up_cfg, down_cfg;
   int split_k = 1;
   bool gather_by_token = false;  // the gate-up row's gather of x in token order
+  bool down_rows = false;        // the down rows stored in sorted order, summed by token
   double check_rel_l2 = -1;  // vs the naive kernel (-1: not checked)
   double check_max_abs = -1;
   std::vector<BenchSweepEntry> sweep;

@@ -281,20 +281,41 @@ kernels::TileChoice default_tiles(const GpuExperts& w, int tokens, int top_k) {
   // against 3387, DeepSeek-V3 TP8 4096 tokens 2259 against 2331; no change below the L2 size).
   if (tc.gate_up_cfg >= 0 && kernels::gate_up_config(tc.gate_up_cfg).sorted_a && top_k > 1)
     tc.gather_by_token = int64_t(tokens) * w.hidden_ld * 2 > l2_bytes();
+  // A float32 output larger than the L2: the down GEMM's reds would read and write a token's
+  // output row from HBM once per slot; its rows stored in sorted order and summed by token
+  // read and write it once.
+  if (tc.down_cfg >= 0 && kernels::down_config(tc.down_cfg).rows_out && tc.down_split_k == 1 &&
+      top_k > 1 && top_k <= 32)
+    tc.down_rows = int64_t(tokens) * w.hidden * 4 > l2_bytes();
   return tc;
 }
 
 namespace {
 
+// The scratch of one grouped forward: the routed experts' slot positions and sorted down rows,
+// or null (the shared expert: top-k 1, neither gathered nor summed by token).
+struct GroupedScratch {
+  DeviceBuffer* act;
+  DeviceBuffer* x_sorted;
+  DeviceBuffer* slot_pos;
+  DeviceBuffer* rows;
+};
+
 void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::TileChoice& tc,
                  int top_k, const int32_t* sorted, const int32_t* tile_expert,
-                 const int32_t* num_tiles, int max_tiles, DeviceBuffer& act,
-                 DeviceBuffer& x_sorted, DeviceBuffer& slot_pos, const float* input_weights,
-                 const float* slot_weights, cudaStream_t stream, unsigned stages = kStageAll) {
+                 const int32_t* num_tiles, int max_tiles, const GroupedScratch& sc,
+                 const float* input_weights, const float* slot_weights, cudaStream_t stream,
+                 unsigned stages = kStageAll) {
   MOE_ASSERT(tc.gate_up_cfg >= 0 && tc.down_cfg >= 0);  // choose_tiles found its rows
   MOE_CHECK(kernels::gate_up_config(tc.gate_up_cfg).block_m == tc.block_m &&
                 kernels::down_config(tc.down_cfg).block_m == tc.block_m,
             InvalidArgument, "", "", "gate-up and down tiles must share the alignment block");
+  const bool by_token = tc.gather_by_token && kernels::gate_up_config(tc.gate_up_cfg).sorted_a;
+  MOE_CHECK((!by_token && !tc.down_rows) || sc.slot_pos, InvalidArgument, "", "",
+            "x gathered or down rows summed by token: only for the routed experts");
+  MOE_CHECK(!tc.down_rows || (sc.rows && tc.down_split_k == 1 && top_k <= 32), InvalidArgument,
+            "", "", "down rows summed by token need split 1 and top-k <= 32");
+  DeviceBuffer& act = *sc.act;
   act.ensure(size_t(max_tiles) * tc.block_m * w.inter_ld * 2);
   kernels::GateUpArgs ga;
   ga.dtype = w.dtype;
@@ -317,12 +338,12 @@ void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::Til
   ga.act_out = act.data();
   ga.ld_act = w.inter_ld;
   ga.num_experts = w.num_local;
+  if (by_token || tc.down_rows) sc.slot_pos->ensure(size_t(in.tokens) * top_k * 4);
   if (kernels::gate_up_config(tc.gate_up_cfg).sorted_a) {
-    x_sorted.ensure(size_t(max_tiles) * tc.block_m * w.hidden_ld * 2);
-    ga.x_sorted = x_sorted.data();
-    if (tc.gather_by_token) {  // launch_gate_up falls back to slot order past top_k 32
-      slot_pos.ensure(size_t(in.tokens) * top_k * 4);
-      ga.slot_pos = slot_pos.as<int32_t>();
+    sc.x_sorted->ensure(size_t(max_tiles) * tc.block_m * w.hidden_ld * 2);
+    ga.x_sorted = sc.x_sorted->data();
+    if (by_token) {  // launch_gate_up falls back to slot order past top_k 32
+      ga.slot_pos = sc.slot_pos->as<int32_t>();
       ga.tokens = in.tokens;
     }
   }
@@ -347,9 +368,35 @@ void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::Til
   da.ldo = in.ldo;
   da.split_k = tc.down_split_k;
   da.num_experts = w.num_local;
-  if (stages & kStageDown)
-    check_launch(kernels::launch_down(da, tc.down_cfg, stream),
-                 (std::string("down GEMM ") + kernels::down_config(tc.down_cfg).name).c_str());
+  if (tc.down_rows) {
+    sc.rows->ensure(size_t(max_tiles) * tc.block_m * w.hidden_ld * 2);
+    da.rows_out = sc.rows->data();
+    da.ld_rows = w.hidden_ld;
+  }
+  if (!(stages & kStageDown)) return;
+  check_launch(kernels::launch_down(da, tc.down_cfg, stream),
+               (std::string("down GEMM ") + kernels::down_config(tc.down_cfg).name).c_str());
+  if (!tc.down_rows) return;
+  // The slots' sorted rows: the token-order gather of this call recorded them, else record them.
+  if (!(by_token && (stages & kStageGateUp) && top_k <= 32))
+    check_launch(kernels::launch_slot_positions(sorted, num_tiles, tc.block_m, max_tiles,
+                                                sc.slot_pos->as<int32_t>(), stream),
+                 "slot position kernel");
+  kernels::SumRowsArgs sa;
+  sa.dtype = w.dtype;
+  sa.rows = sc.rows->data();
+  sa.ld_rows = w.hidden_ld;
+  sa.n = w.hidden;
+  sa.tokens = in.tokens;
+  sa.top_k = top_k;
+  sa.sorted_slots = sorted;
+  sa.num_tiles = num_tiles;
+  sa.block_m = tc.block_m;
+  sa.slot_pos = sc.slot_pos->as<int32_t>();
+  sa.out = in.out;
+  sa.ldo = in.ldo;
+  sa.overwrite = in.zero_out;
+  check_launch(kernels::launch_sum_rows(sa, stream), "token-order sum of the down rows");
 }
 
 }  // namespace
@@ -357,9 +404,17 @@ void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::Til
 void run_routed_experts(const GpuExperts& w, const GpuRouteTable& table, const ExpertInputs& in,
                         MoeWorkspace& ws, cudaStream_t stream, const kernels::TileChoice* tiles,
                         unsigned stages) {
-  if (w.num_local == 0 || in.tokens == 0) return;
-  MOE_ASSERT(in.ldx >= w.hidden_ld && in.ldo >= w.hidden);
+  if (in.tokens == 0) return;
+  // zero_out: the token-order sum writes every row of out; otherwise out starts at zero here.
+  auto zero_output = [&] {
+    if (in.zero_out && (stages & kStageDown))
+      cuda_check(cudaMemsetAsync(in.out, 0, size_t(in.tokens) * in.ldo * 4, stream),
+                 "zero the output");
+  };
+  if (w.num_local == 0) return zero_output();
   const kernels::TileChoice tc = tiles ? *tiles : default_tiles(w, in.tokens, in.top_k);
+  if (!tc.down_rows) zero_output();
+  MOE_ASSERT(in.ldx >= w.hidden_ld && in.ldo >= w.hidden);
   const int slots = in.tokens * in.top_k;
   const int max_tiles = kernels::align_max_tiles(slots, w.num_local, tc.block_m);
   ws.slot_expert.ensure(size_t(slots) * 4);
@@ -375,7 +430,8 @@ void run_routed_experts(const GpuExperts& w, const GpuRouteTable& table, const E
                                        w.num_local, tc.block_m, ab, stream),
                  "expert alignment kernels");
   run_grouped(w, in, tc, in.top_k, ab.sorted_slots, ab.tile_expert, ab.num_tiles, max_tiles,
-              ws.act, ws.x_sorted, ws.slot_pos, in.weight_on_input ? in.topk_weights : nullptr,
+              {&ws.act, &ws.x_sorted, &ws.slot_pos, &ws.rows},
+              in.weight_on_input ? in.topk_weights : nullptr,
               in.weight_on_input ? nullptr : in.topk_weights, stream, stages);
 }
 
@@ -393,8 +449,8 @@ void run_shared_expert(const GpuExperts& w, const ExpertInputs& in, const float*
                                               ws.shared_num.as<int32_t>(), stream),
                "shared-expert layout kernel");
   run_grouped(w, in, tc, 1, ws.shared_sorted.as<int32_t>(), ws.shared_tiles.as<int32_t>(),
-              ws.shared_num.as<int32_t>(), max_tiles, ws.shared_act, ws.shared_x_sorted,
-              ws.shared_slot_pos, nullptr, gate, stream);
+              ws.shared_num.as<int32_t>(), max_tiles,
+              {&ws.shared_act, &ws.shared_x_sorted, nullptr, nullptr}, nullptr, gate, stream);
 }
 
 }  // namespace moe

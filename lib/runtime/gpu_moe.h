@@ -50,9 +50,9 @@ struct GpuRouter {
 struct MoeWorkspace {
   DeviceBuffer slot_expert, counts, sorted_slots, tile_expert, num_tiles, act;
   DeviceBuffer x_sorted;  // x gathered into sorted order, for the TMA gate-up rows
-  DeviceBuffer slot_pos;  // each slot's sorted row, for the token-order gather
-  DeviceBuffer shared_sorted, shared_tiles, shared_num, shared_act, shared_weights, shared_x_sorted,
-      shared_slot_pos;
+  DeviceBuffer slot_pos;  // each slot's sorted row, for the token-order gather and sum
+  DeviceBuffer rows;      // the down GEMM's rows in sorted order (TileChoice::down_rows)
+  DeviceBuffer shared_sorted, shared_tiles, shared_num, shared_act, shared_weights, shared_x_sorted;
 };
 
 struct ExpertInputs {
@@ -66,6 +66,10 @@ struct ExpertInputs {
   bool weight_on_input = false;
   float* out = nullptr;  // [tokens, ldo] float32, accumulated
   int ldo = 0;
+  // run_routed_experts writes this rank's sum into out instead of adding it (out's old values
+  // are not read): the token-order sum of TileChoice::down_rows writes every row, else out is
+  // zeroed first.
+  bool zero_out = false;
 };
 
 kernels::ElemType elem_type_of(DType t, const std::string& file, const std::string& tensor);
@@ -90,7 +94,8 @@ void run_routing(const GpuRouter& router, const RoutingSpec& spec, const float* 
                  float* topk_weights, cudaStream_t stream);
 
 // Tile choice for the routed forward (kernels::choose_tiles with this device's SM count and
-// memory bandwidth), and x gathered in token order where x is larger than the device's L2.
+// memory bandwidth); x gathered in token order where x is larger than the device's L2, and the
+// down rows summed by token where the float32 output is.
 kernels::TileChoice default_tiles(const GpuExperts& w, int tokens, int top_k);
 
 // The launches of run_routed_experts, as bits: the alignment, the gate-up GEMM (with the

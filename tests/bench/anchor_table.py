@@ -79,7 +79,8 @@ def main_peer(peer_file, files):
                   f"{t['us']:.0f} ({t['us'] / c['floor_us']:.2f}) | "
                   f"{v_us if by_time else f'{v_xf:.2f}'} | {yn(bt)} | {yn(bv)} | "
                   f"{yn(bt and bv)} | {c['gate_up_cfg']} + {c['down_cfg']} (split {c['split_k']}"
-                  f"{', x by token' if c.get('gather_by_token') else ''}) |")
+                  f"{', x by token' if c.get('gather_by_token') else ''}"
+                  f"{', rows summed by token' if c.get('down_rows') else ''}) |")
     vs = "faster than vLLM's H100 anchor" if by_time else "below vLLM's x floor"
     print(f"\n{cells} cells: faster than torch._grouped_mm in {beat_t}, {vs} in {beat_v}, "
           f"both in {beat_b}.")

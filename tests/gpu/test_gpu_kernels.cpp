@@ -185,6 +185,9 @@ void reset(Problem& p, MoeWorkspace& ws, cudaStream_t s) {
   if (!ws.x_sorted.empty())
     cuda_check(kernels::launch_fill_nan_elem(ws.x_sorted.data(), ElemType::BF16,
                                              int64_t(ws.x_sorted.bytes() / 2), s), "poison x_sorted");
+  if (!ws.rows.empty())
+    cuda_check(kernels::launch_fill_nan_elem(ws.rows.data(), ElemType::BF16,
+                                             int64_t(ws.rows.bytes() / 2), s), "poison rows");
   // Zero positions are in range: the token-order gather must reject them by the sorted table.
   if (!ws.slot_pos.empty())
     cuda_check(cudaMemsetAsync(ws.slot_pos.data(), 0, ws.slot_pos.bytes(), s), "poison slot_pos");
@@ -444,10 +447,13 @@ void route_counts(std::mt19937_64& rng, const std::vector<int>& counts, Problem&
 
 // Every tile configuration (config_pairs), or with `prefix` only the rows of that name prefix
 // (prefix_pairs), against the float64 oracle. `counts`: tokens per expert (top-1) instead of
-// random routing.
+// random routing. `down_rows`: the down rows stored in sorted order and summed by token (pairs
+// whose down row cannot, and splits past 1, are skipped); `zero_out`: the output is poisoned
+// with NaN and must come out as the layer's sum alone (ExpertInputs::zero_out).
 void run_all_configs(const Variant& v, int E, int H, int I, int K, const std::vector<int>& token_counts,
                      const std::vector<int>& splits, uint64_t seed, const std::string& prefix = "",
-                     const std::vector<int>& counts = {}, bool gather_by_token = false) {
+                     const std::vector<int>& counts = {}, bool gather_by_token = false,
+                     bool down_rows = false, bool zero_out = false) {
   CudaStream stream;
   const cudaStream_t s = stream.get();
   std::mt19937_64 rng(seed);
@@ -502,20 +508,30 @@ void run_all_configs(const Variant& v, int E, int H, int I, int K, const std::ve
 
     for (const Pair& pr : pairs) {
       for (int split : splits) {
+        if (down_rows && (!kernels::down_config(pr.down).rows_out || split != 1)) continue;
         kernels::TileChoice tc;
         tc.gate_up_cfg = pr.gate_up;
         tc.down_cfg = pr.down;
         tc.block_m = kernels::gate_up_config(pr.gate_up).block_m;
         tc.down_split_k = split;
         tc.gather_by_token = gather_by_token;
-        run_routed_experts(ge, gt, inputs_of(p, he, v.act, v.weight_on_input), ws, s, &tc);
+        tc.down_rows = down_rows;
+        ExpertInputs in = inputs_of(p, he, v.act, v.weight_on_input);
+        in.zero_out = zero_out;
+        run_routed_experts(ge, gt, in, ws, s, &tc);
         reset(p, ws, s);  // workspace sized now: poison it, restart the output
-        run_routed_experts(ge, gt, inputs_of(p, he, v.act, v.weight_on_input), ws, s, &tc);
-        const Compare c = check_delta(p, to_host<float>(p.d_out, size_t(T) * H, s), ref);
+        if (zero_out)
+          cuda_check(kernels::launch_fill_nan_f32(p.d_out.as<float>(), int64_t(T) * H, s),
+                     "poison the output");
+        run_routed_experts(ge, gt, in, ws, s, &tc);
+        const std::vector<float> got = to_host<float>(p.d_out, size_t(T) * H, s);
+        const Compare c = zero_out ? compare(got, ref) : check_delta(p, got, ref);
         INFO(v.name << ", E " << E << " H " << H << " I " << I << " K " << K << ", T = " << T
                     << ", " << kernels::gate_up_config(pr.gate_up).name << " + "
                     << kernels::down_config(pr.down).name << " split " << split
-                    << (gather_by_token ? " (x gathered by token)" : "") << ": rel_l2 "
+                    << (gather_by_token ? " (x gathered by token)" : "")
+                    << (down_rows ? " (down rows summed by token)" : "")
+                    << (zero_out ? " (output written, not added to)" : "") << ": rel_l2 "
                     << c.rel_l2 << " max_abs " << c.max_abs << " of " << c.ref_max_abs);
         CHECK(c.finite);
         CHECK(c.rel_l2 < tolerance(v.dtype));
@@ -586,6 +602,27 @@ TEST_CASE("gpu token-order gather, small case for compute-sanitizer",
           "[gpu][experts][gather][sanitize]") {
   if (!wgmma_rows_run("tma_m")) return;
   run_all_configs(kVariants[1], 5, 100, 43, 3, {111}, {1}, 43, "tma_m192", {}, true);
+}
+
+// The down GEMM's rows stored in sorted order and summed by token (for float32 outputs larger
+// than the L2): added into the output or written over it (zero_out), after x gathered in either
+// order, at top-k 3 and 8, with an output width that is not a multiple of 8 (the sum's
+// one-by-one path); and zero_out through the atomic epilogues (split 1 and 2).
+TEST_CASE("gpu down rows summed by token match the float64 oracle", "[gpu][experts][rows]") {
+  if (!wgmma_rows_run("tma_m")) return;
+  run_all_configs(kVariants[1], 7, 136, 72, 3, {1, 19, 111, 700}, {1}, 51, "tma_m192", {}, true,
+                  true);
+  run_all_configs(kVariants[0], 9, 100, 43, 8, {19, 300}, {1}, 52, "tma_m128n", {}, false, true,
+                  true);
+  run_all_configs(kVariants[3], 4, 98, 40, 2, {19, 111}, {1}, 53, "tma_m64", {}, false, true, true);
+  run_all_configs(kVariants[2], 5, 100, 43, 3, {111}, {1, 2}, 54, "tma_m128n", {}, false, false,
+                  true);
+}
+
+TEST_CASE("gpu down rows summed by token, small case for compute-sanitizer",
+          "[gpu][experts][rows][sanitize]") {
+  if (!wgmma_rows_run("tma_m")) return;
+  run_all_configs(kVariants[1], 5, 100, 43, 3, {111}, {1}, 55, "tma_m192", {}, true, true, true);
 }
 
 // The persistent rows of name prefix `rows` (tma_p: ping-pong, tma_c: cooperative): a grid of
@@ -664,9 +701,11 @@ TEST_CASE("gpu ranks with TP slices, EP maps and redundant replicas sum to the w
   const HostExperts all = random_experts(rng, ElemType::BF16, E, I, H, true, false);
   const HostRouteTable full = identity_table(E);
   for (int T : {1, 19, 111}) {
-    for (bool by_token : {false, true}) {
+    for (int mode : {0, 1, 2}) {  // default tiles; x gathered by token; and down rows so summed
+      const bool by_token = mode >= 1, rows = mode == 2;
       if (by_token && !kernels::wgmma_available()) continue;
-      INFO("T = " << T << (by_token ? ", x gathered by token" : ""));
+      INFO("T = " << T << (by_token ? ", x gathered by token" : "")
+                  << (rows ? ", down rows summed by token" : ""));
       Problem p = make_problem(rng, all, E, T, K, s);
       std::vector<double> ref(size_t(T) * H, 0.0);
       oracle_experts(all, full, p.x, p.ids, p.weights, T, K, Activation::SwigluOai, false, ref);
@@ -693,8 +732,9 @@ TEST_CASE("gpu ranks with TP slices, EP maps and redundant replicas sum to the w
           const int begin = tr * I_u, count = std::min(I_u, I - begin);
           const HostExperts slice = tp_slice(rank_experts, begin, count, I_u, tr == 0);
           const GpuExperts ge = upload(slice, s);
-          // The default tiles, or with wgmma a 128-row TMA pair gathering x in token order: the
-          // workspace's slot positions then hold the other ranks' slots, which must not be read.
+          // The default tiles, or with wgmma a 128-row TMA pair gathering x (and summing the
+          // down rows) in token order: the workspace's slot positions then hold the other
+          // ranks' slots, which must not be read.
           kernels::TileChoice tc = default_tiles(ge, T, K);
           if (by_token) {
             tc.block_m = 128;
@@ -702,6 +742,7 @@ TEST_CASE("gpu ranks with TP slices, EP maps and redundant replicas sum to the w
             tc.down_cfg = config_named(false, "tma_m128n128s3r");
             tc.down_split_k = 1;
             tc.gather_by_token = true;
+            tc.down_rows = rows;
           }
           run_routed_experts(ge, gt, inputs_of(p, slice, Activation::SwigluOai, false), ws, s, &tc);
         }
