@@ -3,8 +3,8 @@
 # the GPU tests, compute-sanitizer (memcheck + racecheck), `run --device cuda` on every family
 # fixture and a spread of plans, and the benchmarks. Logs go to $OUT (default /tmp/moe-gpu-out).
 # Usage: bash tests/bench/gpu_suite.sh [STAGES]   STAGES: comma list of
-#        build,tests,sanitize,fixtures,bench,peer,sweep,breakdown,profile,multi
-#        (default: all but sweep, breakdown and profile)
+#        build,tests,sanitize,fixtures,bench,peer,sweep,breakdown,order,profile,multi
+#        (default: all but sweep, breakdown, order and profile)
 # For a short lease, narrow it (each defaults to the whole suite):
 #   MOE_GPU_TARGETS="moe-tool test_gpu_kernels"  ninja targets to build (default: all)
 #   MOE_GPU_CTEST="-L gpu -E multi"               ctest selection (default: -LE fuzz)
@@ -73,7 +73,7 @@ if has fixtures; then
   rm -rf "$work"
 fi
 smi_pid=""
-if { has bench || has peer || has sweep || has breakdown; } && command -v nvidia-smi >/dev/null; then
+if { has bench || has peer || has sweep || has breakdown || has order; } && command -v nvidia-smi >/dev/null; then
   # Clocks, power and throttle reasons through the timed stages (the power limit: docs/perf.md).
   nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,clocks_throttle_reasons.active \
     --format=csv,noheader -lms 100 >"$out/smi.csv" 2>/dev/null &
@@ -103,6 +103,16 @@ if has breakdown; then  # each launch alone: where a cell's time goes
     step "breakdown-$shape" 150 $tool bench --shape $shape --tokens ${MOE_BREAKDOWN_TOKENS:-1,16,64,256,1024,4096} --breakdown --quiet
     cat "$out/breakdown-$shape.log" >>"$out/summary.txt"
   done
+fi
+if has order; then  # qwen3-30b's 4096 and 16384 after other cell lists (docs/perf.md, H100)
+  full=1,16,64,256,1024,4096,16384
+  for run in "$full" "256,16384" "4096,16384" "$full --settle 1" "$full" "16384"; do
+    echo "== --tokens $run" >>"$out/order.txt"
+    # shellcheck disable=SC2086  # the run's extra arguments split on purpose
+    $tool bench --shape qwen3-30b --tokens $run --quiet 2>&1 | grep -E "^ *(4096|16384) " \
+      >>"$out/order.txt"
+  done
+  tee -a "$out/summary.txt" <"$out/order.txt"
 fi
 if [ -n "$smi_pid" ]; then
   kill "$smi_pid" 2>/dev/null; wait "$smi_pid" 2>/dev/null
