@@ -173,6 +173,14 @@ TileChoice choose_hopper(const Tables& t, int slots, int64_t active, int num_loc
       c.gate_up_cfg = find(t.gate_up, "tma_c128n128");
       c.down_cfg = find(t.down, "tma_m128n256");
       c.down_split_k = inter >= 4096 ? 2 : 1;
+    } else if (h100 && narrow && per_expert <= 160) {
+      // About 128 slots per expert and a narrow intermediate on an H100 (DeepSeek-V3 TP8 4096
+      // tokens): the 192-row pair, one tile per expert (2067-2069 us against 2123-2140 for the
+      // 128-row pair below, both with the down rows summed by token; 2275-2278 against
+      // 2309-2420 with the reds; docs/perf.md, "H100, 2026-12-06, second session").
+      c.block_m = 192;
+      c.gate_up_cfg = find(t.gate_up, "tma_m192n96");
+      c.down_cfg = find(t.down, "tma_m192n192r");
     } else if (!short_k && per_expert > 96 && per_expert <= 160) {
       // About 128 slots per expert and a long down K (gpt-oss 4096 tokens): one 192-row tile
       // per expert reads its weights once, where 128-row tiles read them twice for about half
