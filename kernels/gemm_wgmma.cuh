@@ -203,9 +203,9 @@ __device__ __forceinline__ void down_quad(const GemmParams& p, const T* bias, bo
 // The epilogue of one consumer warpgroup `wg` (64 rows; ctid = thread index within it) holding
 // the m64 x BN accumulator fragment `acc`, its rows `rows` (epilogue_rows): gate-up applies
 // bias + activation and stores the intermediate row; down scales by the routing weight and adds
-// into the fp32 output (with p.rows_out: stores the row at its sorted row instead). Fragment f: row 16 * warp + lane / 4 + 8 * ((f % 4) / 2), column
-// 8 * (f / 4) + 2 * (lane % 4) + f % 2; rows_to_quads pairs f and f + 2 so each lane writes
-// four consecutive columns of one row.
+// into the fp32 output (with p.rows_out: stores the row at its sorted row instead). Fragment f:
+// row 16 * warp + lane / 4 + 8 * ((f % 4) / 2), column 8 * (f / 4) + 2 * (lane % 4) + f % 2;
+// rows_to_quads pairs f and f + 2 so each lane writes four consecutive columns of one row.
 template <typename T, int BM, int BN, bool GATE_UP>
 __device__ __forceinline__ void wg_epilogue(const GemmParams& p, const float* acc, int wg,
                                             int ctid, const EpilogueRows& rows, int m_tile,

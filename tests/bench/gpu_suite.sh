@@ -73,7 +73,8 @@ if has fixtures; then
   rm -rf "$work"
 fi
 smi_pid=""
-if { has bench || has peer || has sweep || has breakdown || has order; } && command -v nvidia-smi >/dev/null; then
+if { has bench || has peer || has sweep || has breakdown || has order; } &&
+  command -v nvidia-smi >/dev/null; then
   # Clocks, power and throttle reasons through the timed stages (the power limit: docs/perf.md).
   nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,clocks_throttle_reasons.active \
     --format=csv,noheader -lms 100 >"$out/smi.csv" 2>/dev/null &
