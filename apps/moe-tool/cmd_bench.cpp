@@ -56,15 +56,19 @@ void print_table(const moe::BenchReport& r) {
   std::printf("\n");
   std::printf("ceilings: HBM %.0f GB/s (d2d copy, read+write), tensor %.0f TFLOP/s (cuBLAS bf16 8192^3)\n",
               r.hbm_gbs, r.tensor_tflops);
-  std::printf("%7s %10s %7s %8s %8s %10s %7s %8s  %-16s %-16s %5s %9s\n", "tokens", "us", "spread",
-              "TFLOP/s", "GB/s", "floor us", "xfloor", "experts", "gate-up", "down", "split",
-              "check");
+  // "by token": x gathered in token order (x), the down rows summed by token (rows).
+  std::printf("%7s %10s %7s %8s %8s %10s %7s %8s  %-16s %-16s %5s %-8s %9s\n", "tokens", "us",
+              "spread", "TFLOP/s", "GB/s", "floor us", "xfloor", "experts", "gate-up", "down",
+              "split", "by token", "check");
   for (const auto& c : r.cells) {
     char check[32] = "-";
     if (c.check_rel_l2 >= 0) std::snprintf(check, sizeof check, "%.1e", c.check_rel_l2);
-    std::printf("%7d %10.1f %6.1f%% %8.1f %8.0f %10.1f %7.2f %8d  %-16s %-16s %5d %9s\n", c.tokens,
-                c.us, 100 * c.us_spread, c.tflops, c.weight_gbs, c.floor_us, c.x_floor,
-                c.experts_touched, c.gate_up_cfg.c_str(), c.down_cfg.c_str(), c.split_k, check);
+    const char* by_token = c.gather_by_token ? (c.down_rows ? "x,rows" : "x")
+                                             : (c.down_rows ? "rows" : "-");
+    std::printf("%7d %10.1f %6.1f%% %8.1f %8.0f %10.1f %7.2f %8d  %-16s %-16s %5d %-8s %9s\n",
+                c.tokens, c.us, 100 * c.us_spread, c.tflops, c.weight_gbs, c.floor_us, c.x_floor,
+                c.experts_touched, c.gate_up_cfg.c_str(), c.down_cfg.c_str(), c.split_k, by_token,
+                check);
     if (c.gate_up_us > 0)
       std::printf("        alone: align %.1f us, gate-up %.1f us (%.0f TFLOP/s), down %.1f us (%.0f TFLOP/s)\n",
                   c.align_us, c.gate_up_us, c.gate_up_tflops, c.down_us, c.down_tflops);
