@@ -302,7 +302,8 @@ cudaError_t launch_down(const DownArgs& a, int cfg, cudaStream_t stream) {
       a.top_k <= 0 || a.ldo < a.n || a.max_tiles <= 0 || a.split_k <= 0 || !a.act || !a.w2 ||
       !a.sorted_slots || !a.tile_expert || !a.num_tiles || !a.out)
     return cudaErrorInvalidValue;
-  if (a.rows_out && (!row.rows_out || a.split_k != 1 || a.ld_rows < a.n || a.ld_rows % 8 != 0))
+  if (a.rows_out && (!row.rows_out || a.split_k != 1 || a.ld_rows < a.n || a.ld_rows % 8 != 0 ||
+                     !a.slot_pos || a.tokens <= 0 || a.top_k > 32))
     return cudaErrorInvalidValue;
   GemmParams p{};
   p.a = a.act;
@@ -328,7 +329,12 @@ cudaError_t launch_down(const DownArgs& a, int cfg, cudaStream_t stream) {
   p.ldo = a.ldo;
   p.rows_out = a.rows_out;
   p.ld_rows = a.ld_rows;
-  return (a.dtype == ElemType::BF16 ? row.bf16 : row.f16)(p, ceil_div(a.k, per), stream);
+  cudaError_t e = (a.dtype == ElemType::BF16 ? row.bf16 : row.f16)(p, ceil_div(a.k, per), stream);
+  if (e != cudaSuccess || !a.rows_out) return e;
+  if (!a.slot_pos_ready)
+    e = launch_slot_positions(a.sorted_slots, a.num_tiles, row.block_m, a.max_tiles, a.slot_pos,
+                              stream);
+  return e == cudaSuccess ? launch_sum_rows(a, row.block_m, stream) : e;
 }
 
 }  // namespace moe::kernels

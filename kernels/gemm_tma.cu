@@ -254,24 +254,22 @@ cudaError_t launch_slot_positions(const int32_t* sorted_slots, const int32_t* nu
                           sorted_slots, num_tiles, block_m, slot_pos);
 }
 
-cudaError_t launch_sum_rows(const SumRowsArgs& a, cudaStream_t stream) {
-  if (!a.rows || !a.out || !a.sorted_slots || !a.num_tiles || !a.slot_pos || a.n <= 0 ||
-      a.ld_rows < a.n || a.ldo < a.n || a.tokens <= 0 || a.top_k <= 0 || a.top_k > 32 ||
-      a.block_m <= 0)
+cudaError_t launch_sum_rows(const DownArgs& a, int block_m, cudaStream_t stream) {
+  if (!a.rows_out || !a.slot_pos || a.tokens <= 0 || a.top_k > 32 || block_m <= 0)
     return cudaErrorInvalidValue;
   const bool vec = a.n % 8 == 0 && a.ld_rows % 8 == 0 && a.ldo % 4 == 0 &&
-                   reinterpret_cast<uintptr_t>(a.rows) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(a.rows_out) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(a.out) % 16 == 0;
   const dim3 grid(unsigned(std::min(a.tokens, 65535)));
   if (a.dtype == ElemType::BF16)
     return launch_dependent(sum_rows_kernel<__nv_bfloat16>, grid, dim3(256), 0, stream,
-                            static_cast<const __nv_bfloat16*>(a.rows), int64_t(a.ld_rows), a.n,
-                            a.tokens, a.top_k, a.sorted_slots, a.num_tiles, a.block_m, a.slot_pos,
-                            a.out, int64_t(a.ldo), a.overwrite, vec);
+                            static_cast<const __nv_bfloat16*>(a.rows_out), int64_t(a.ld_rows), a.n,
+                            a.tokens, a.top_k, a.sorted_slots, a.num_tiles, block_m, a.slot_pos,
+                            a.out, int64_t(a.ldo), a.overwrite_out, vec);
   return launch_dependent(sum_rows_kernel<__half>, grid, dim3(256), 0, stream,
-                          static_cast<const __half*>(a.rows), int64_t(a.ld_rows), a.n, a.tokens,
-                          a.top_k, a.sorted_slots, a.num_tiles, a.block_m, a.slot_pos, a.out,
-                          int64_t(a.ldo), a.overwrite, vec);
+                          static_cast<const __half*>(a.rows_out), int64_t(a.ld_rows), a.n,
+                          a.tokens, a.top_k, a.sorted_slots, a.num_tiles, block_m, a.slot_pos,
+                          a.out, int64_t(a.ldo), a.overwrite_out, vec);
 }
 
 cudaError_t launch_gather_tokens(const void* x, int ldx, int k, int tokens, int top_k,

@@ -235,7 +235,7 @@ __device__ __forceinline__ void wg_epilogue(const GemmParams& p, const float* ac
       const int c4 = col0 + 8 * (f / 4) + col_off;
       if (c4 < p.ld_act) store_quad(dst + c4, q, vec, p.ld_act - c4);
     }
-  } else if (p.rows_out) {  // the slot's weighted row at its sorted row (launch_sum_rows adds)
+  } else if (p.rows_out) {  // the slot's weighted row at its sorted row (launch_down then sums)
     const int64_t prow = int64_t(m_tile) * BM + row_lo + 8 * (lane & 1);
     T* dst = slot >= 0 ? static_cast<T*>(p.rows_out) + prow * p.ld_rows : nullptr;
     const bool vec = p.ld_rows % 4 == 0 && (reinterpret_cast<uintptr_t>(p.rows_out) & 7) == 0;

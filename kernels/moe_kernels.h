@@ -126,27 +126,18 @@ struct DownArgs {
   int ldo = 0;
   int split_k = 1;
   int num_experts = 0;  // E_local: the extent of w2
-  // With rows_out ([max_tiles * block_m, ld_rows] in dtype; split_k 1, rows whose
+  // With rows_out ([max_tiles * block_m, ld_rows] in dtype; split_k 1, top_k <= 32, rows whose
   // GemmConfigInfo::rows_out is set): each slot's weighted row (bias added) is stored at its
-  // sorted row instead of added into out, and launch_sum_rows adds them into out by token.
+  // sorted row instead of added into out, then one block per token adds its slots' rows into
+  // out (writes them, with overwrite_out), found through slot_pos ([tokens * top_k] scratch,
+  // filled here unless slot_pos_ready: the token-order gather of the same alignment filled it)
+  // and checked against the sorted table (another rank's slot keeps a stale position there).
   void* rows_out = nullptr;
   int ld_rows = 0;
-};
-// The token-order sum of DownArgs::rows_out: out[t] (or +=) the rows of t's slots on this rank,
-// found through slot_pos (launch_slot_positions, or the token-order gather's) and checked against
-// the sorted table. top_k <= 32.
-struct SumRowsArgs {
-  ElemType dtype = ElemType::BF16;
-  const void* rows = nullptr;  // [max_tiles * block_m, ld_rows]
-  int ld_rows = 0, n = 0;
-  int tokens = 0, top_k = 1;
-  const int32_t* sorted_slots = nullptr;
-  const int32_t* num_tiles = nullptr;
-  int block_m = 0;
-  const int32_t* slot_pos = nullptr;  // [tokens * top_k]
-  float* out = nullptr;               // [tokens, ldo]
-  int ldo = 0;
-  bool overwrite = false;  // out = the sum (every row written), not out += it
+  int32_t* slot_pos = nullptr;
+  bool slot_pos_ready = false;
+  int tokens = 0;
+  bool overwrite_out = false;
 };
 
 // The table of tile configurations (kernels/tile_configs.h has the rows).
@@ -184,12 +175,6 @@ TileChoice choose_tiles(int slots, int num_local, int inter, int hidden, int sm_
 double hbm_peak_tbs();
 cudaError_t launch_gate_up(const GateUpArgs& args, int cfg, cudaStream_t stream);
 cudaError_t launch_down(const DownArgs& args, int cfg, cudaStream_t stream);
-// Each sorted row's slot records its row: slot_pos[slot] = r ([tokens * top_k]; slots not on
-// this rank keep what an earlier call left, so a reader checks sorted[pos] == slot).
-cudaError_t launch_slot_positions(const int32_t* sorted_slots, const int32_t* num_tiles,
-                                  int block_m, int max_tiles, int32_t* slot_pos,
-                                  cudaStream_t stream);
-cudaError_t launch_sum_rows(const SumRowsArgs& args, cudaStream_t stream);
 // Tests: the persistent rows (tma_p*) launch at most `ctas` CTAs, so each walks many tiles
 // (0, the default: one CTA per SM). Not thread-safe; set it between launches.
 void set_persistent_ctas(int ctas);

@@ -58,6 +58,16 @@ cudaError_t launch_gather_tokens(const void* x, int ldx, int k, int tokens, int 
                                  int block_m, int max_tiles, int32_t* slot_pos, void* out,
                                  cudaStream_t stream);
 
+// Each sorted row's slot records its row: slot_pos[slot] = r ([tokens * top_k]; slots not on
+// this rank keep what an earlier call left, so a reader checks sorted[pos] == slot).
+cudaError_t launch_slot_positions(const int32_t* sorted_slots, const int32_t* num_tiles,
+                                  int block_m, int max_tiles, int32_t* slot_pos,
+                                  cudaStream_t stream);
+
+// The token-order sum of the down rows of `a` (DownArgs::rows_out), whose tiles are block_m
+// rows high (launch_down, after the GEMM and the slot positions).
+cudaError_t launch_sum_rows(const DownArgs& a, int block_m, cudaStream_t stream);
+
 // Writes 1 to *flag when the running device executes the sm_90a instances.
 cudaError_t launch_wgmma_probe(int* flag, cudaStream_t stream);
 

@@ -553,8 +553,7 @@ BenchReport run_bench(const BenchOptions& opts) {
         kernels::TileChoice best_tc = base;
         auto try_tc = [&](kernels::TileChoice c) {
           // Rows summed by token (from the cell's choice) only where the down row can.
-          c.down_rows = c.down_rows && kernels::down_config(c.down_cfg).rows_out &&
-                        c.down_split_k == 1;
+          c.down_rows = c.down_rows && down_rows_possible(c, K);
           call(s, 0, c);  // first use outside the graph
           const Timing tt = time_graph([&](cudaStream_t st, int i) { call(st, i, c); }, s, 10, 0.05);
           cell.sweep.push_back({kernels::gate_up_config(c.gate_up_cfg).name,
@@ -594,8 +593,7 @@ BenchReport run_bench(const BenchOptions& opts) {
           c.gather_by_token = !c.gather_by_token;
           try_tc(c);
         }
-        if (kernels::down_config(best_tc.down_cfg).rows_out && best_tc.down_split_k == 1 &&
-            K > 1 && K <= 32) {
+        if (K > 1 && down_rows_possible(best_tc, K)) {
           kernels::TileChoice c = best_tc;
           c.down_rows = !c.down_rows;
           try_tc(c);

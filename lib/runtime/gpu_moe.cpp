@@ -284,10 +284,14 @@ kernels::TileChoice default_tiles(const GpuExperts& w, int tokens, int top_k) {
   // A float32 output larger than the L2: the down GEMM's reds would read and write a token's
   // output row from HBM once per slot; its rows stored in sorted order and summed by token
   // read and write it once.
-  if (tc.down_cfg >= 0 && kernels::down_config(tc.down_cfg).rows_out && tc.down_split_k == 1 &&
-      top_k > 1 && top_k <= 32)
+  if (top_k > 1 && down_rows_possible(tc, top_k))
     tc.down_rows = int64_t(tokens) * w.hidden * 4 > l2_bytes();
   return tc;
+}
+
+bool down_rows_possible(const kernels::TileChoice& tc, int top_k) {
+  return tc.down_cfg >= 0 && kernels::down_config(tc.down_cfg).rows_out &&
+         tc.down_split_k == 1 && top_k <= 32;
 }
 
 namespace {
@@ -313,8 +317,8 @@ void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::Til
   const bool by_token = tc.gather_by_token && kernels::gate_up_config(tc.gate_up_cfg).sorted_a;
   MOE_CHECK((!by_token && !tc.down_rows) || sc.slot_pos, InvalidArgument, "", "",
             "x gathered or down rows summed by token: only for the routed experts");
-  MOE_CHECK(!tc.down_rows || (sc.rows && tc.down_split_k == 1 && top_k <= 32), InvalidArgument,
-            "", "", "down rows summed by token need split 1 and top-k <= 32");
+  MOE_CHECK(!tc.down_rows || (sc.rows && down_rows_possible(tc, top_k)), InvalidArgument, "", "",
+            "down rows summed by token need a tma_m down row, split 1 and top-k <= 32");
   DeviceBuffer& act = *sc.act;
   act.ensure(size_t(max_tiles) * tc.block_m * w.inter_ld * 2);
   kernels::GateUpArgs ga;
@@ -372,31 +376,16 @@ void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::Til
     sc.rows->ensure(size_t(max_tiles) * tc.block_m * w.hidden_ld * 2);
     da.rows_out = sc.rows->data();
     da.ld_rows = w.hidden_ld;
+    da.slot_pos = sc.slot_pos->as<int32_t>();
+    da.slot_pos_ready = by_token && (stages & kStageGateUp);  // this call's token-order gather
+    da.tokens = in.tokens;
+    da.overwrite_out = in.zero_out;
   }
-  if (!(stages & kStageDown)) return;
-  check_launch(kernels::launch_down(da, tc.down_cfg, stream),
-               (std::string("down GEMM ") + kernels::down_config(tc.down_cfg).name).c_str());
-  if (!tc.down_rows) return;
-  // The slots' sorted rows: the token-order gather of this call recorded them, else record them.
-  if (!(by_token && (stages & kStageGateUp) && top_k <= 32))
-    check_launch(kernels::launch_slot_positions(sorted, num_tiles, tc.block_m, max_tiles,
-                                                sc.slot_pos->as<int32_t>(), stream),
-                 "slot position kernel");
-  kernels::SumRowsArgs sa;
-  sa.dtype = w.dtype;
-  sa.rows = sc.rows->data();
-  sa.ld_rows = w.hidden_ld;
-  sa.n = w.hidden;
-  sa.tokens = in.tokens;
-  sa.top_k = top_k;
-  sa.sorted_slots = sorted;
-  sa.num_tiles = num_tiles;
-  sa.block_m = tc.block_m;
-  sa.slot_pos = sc.slot_pos->as<int32_t>();
-  sa.out = in.out;
-  sa.ldo = in.ldo;
-  sa.overwrite = in.zero_out;
-  check_launch(kernels::launch_sum_rows(sa, stream), "token-order sum of the down rows");
+  if (stages & kStageDown)
+    check_launch(kernels::launch_down(da, tc.down_cfg, stream),
+                 (std::string("down GEMM ") + kernels::down_config(tc.down_cfg).name +
+                  (tc.down_rows ? " and the token-order sum of its rows" : ""))
+                     .c_str());
 }
 
 }  // namespace

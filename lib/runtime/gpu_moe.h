@@ -97,6 +97,9 @@ void run_routing(const GpuRouter& router, const RoutingSpec& spec, const float* 
 // memory bandwidth); x gathered in token order where x is larger than the device's L2, and the
 // down rows summed by token where the float32 output is.
 kernels::TileChoice default_tiles(const GpuExperts& w, int tokens, int top_k);
+// Whether tc's down rows can be summed by token (TileChoice::down_rows): a down row that stores
+// its rows in sorted order, split 1, top_k <= 32.
+bool down_rows_possible(const kernels::TileChoice& tc, int top_k);
 
 // The launches of run_routed_experts, as bits: the alignment, the gate-up GEMM (with the
 // gather of x where its row reads sorted x) and the down GEMM. A subset re-runs those launches
