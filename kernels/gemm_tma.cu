@@ -360,10 +360,11 @@ const TileConfig kTmaDownConfigs[] = {
 };
 const int kTmaDownConfigCount = sizeof(kTmaDownConfigs) / sizeof(kTmaDownConfigs[0]);
 
+// The persistent rows' down epilogue is wg_epilogue's, so they store rows in sorted order too.
 #define MOE_PING_ROW(NAME, BN, S, GU)                                                       \
   TileConfig {                                                                            \
     NAME, 64, (GU) ? (BN) / 2 : (BN), 64, true, &launch_tma_ping<__nv_bfloat16, BN, S, GU>, \
-        &launch_tma_ping<__half, BN, S, GU>, (GU)                                         \
+        &launch_tma_ping<__half, BN, S, GU>, (GU), !(GU)                                  \
   }
 
 // Persistent ping-pong rows (64-row tiles, a warpgroup each; tma_p64n<output cols>).
@@ -382,7 +383,7 @@ const int kPingDownConfigCount = sizeof(kPingDownConfigs) / sizeof(kPingDownConf
 #define MOE_COOP_ROW(NAME, BN, S, GU)                                                       \
   TileConfig {                                                                            \
     NAME, 128, (GU) ? (BN) / 2 : (BN), 64, true, &launch_tma_coop<__nv_bfloat16, BN, S, GU>, \
-        &launch_tma_coop<__half, BN, S, GU>, (GU)                                         \
+        &launch_tma_coop<__half, BN, S, GU>, (GU), !(GU)                                  \
   }
 
 // Persistent cooperative rows (128-row tiles shared by both warpgroups; tma_c128n<output cols>).

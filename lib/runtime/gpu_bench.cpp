@@ -540,6 +540,10 @@ BenchReport run_bench(const BenchOptions& opts) {
                              : kernels::choose_tiles(bm * w0.num_local, w0.num_local, w0.inter_ld,
                                                      w0.hidden, info.sm_count, rep.wgmma,
                                                      kernels::hbm_peak_tbs());
+        // The cell's gather order and down-row sum carry to the other heights (try_tc drops the
+        // sum where a pair cannot).
+        base.gather_by_token = tc.gather_by_token;
+        base.down_rows = tc.down_rows;
         if (base.block_m != bm) {  // the first rows of that height, to sweep from
           base.block_m = bm;
           base.gate_up_cfg = first_row(kernels::gate_up_config_count(), kernels::gate_up_config, bm,

@@ -318,7 +318,8 @@ void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::Til
   MOE_CHECK((!by_token && !tc.down_rows) || sc.slot_pos, InvalidArgument, "", "",
             "x gathered or down rows summed by token: only for the routed experts");
   MOE_CHECK(!tc.down_rows || (sc.rows && down_rows_possible(tc, top_k)), InvalidArgument, "", "",
-            "down rows summed by token need a tma_m down row, split 1 and top-k <= 32");
+            "down rows summed by token need a down row that stores rows (rows_out), split 1 and "
+            "top-k <= 32");
   DeviceBuffer& act = *sc.act;
   act.ensure(size_t(max_tiles) * tc.block_m * w.inter_ld * 2);
   kernels::GateUpArgs ga;

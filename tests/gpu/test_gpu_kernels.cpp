@@ -627,16 +627,20 @@ TEST_CASE("gpu down rows summed by token, small case for compute-sanitizer",
 
 // The persistent rows of name prefix `rows` (tma_p: ping-pong, tma_c: cooperative): a grid of
 // three CTAs over many tiles, and a small case with two for compute-sanitizer.
+// Each also with the down rows stored in sorted order and summed by token, written over a
+// poisoned output (the persistent down rows store them through the same epilogue).
 void run_persistent_rows(const char* rows, uint64_t seed) {
   if (!wgmma_rows_run(rows)) return;
   PersistentCtas limit(3);
   run_all_configs(kVariants[0], 3, 264, 136, 2, {700}, {1, 2}, seed, rows);
   run_all_configs(kVariants[3], 5, 100, 43, 3, {1, 111}, {1, 3}, seed + 1, rows);
+  run_all_configs(kVariants[0], 9, 136, 72, 8, {300}, {1}, seed + 2, rows, {}, false, true, true);
 }
 void run_persistent_rows_small(const char* rows, uint64_t seed) {
   if (!wgmma_rows_run(rows)) return;
   PersistentCtas limit(2);
   run_all_configs(kVariants[1], 5, 100, 43, 3, {111}, {1, 2}, seed, rows);
+  run_all_configs(kVariants[1], 5, 100, 43, 3, {111}, {1}, seed + 1, rows, {}, true, true, true);
 }
 
 TEST_CASE("gpu persistent ping-pong rows, each CTA walking many tiles", "[gpu][experts][ping]") {
