@@ -576,7 +576,10 @@ BenchReport run_bench(const BenchOptions& opts) {
           c.gate_up_cfg = g;
           try_tc(c);
         }
-        const kernels::TileChoice with_gu = best_tc;
+        // Each down row with the cell's row sum where it can (best_tc's flag may have been
+        // dropped for a gate-up stage whose down row cannot sum rows).
+        kernels::TileChoice with_gu = best_tc;
+        with_gu.down_rows = base.down_rows;
         for (int d = 0; d < kernels::down_config_count(); ++d) {
           const auto di = kernels::down_config(d);
           if (di.block_m != bm || (di.wgmma && !rep.wgmma) || !sweep_row_selected(opts, di.name))
