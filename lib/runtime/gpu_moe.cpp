@@ -281,13 +281,12 @@ kernels::TileChoice default_tiles(const GpuExperts& w, int tokens, int top_k) {
   // against 3387, DeepSeek-V3 TP8 4096 tokens 2259 against 2331; no change below the L2 size).
   if (tc.gate_up_cfg >= 0 && kernels::gate_up_config(tc.gate_up_cfg).sorted_a && top_k > 1)
     tc.gather_by_token = int64_t(tokens) * w.hidden_ld * 2 > l2_bytes();
-  // A float32 output larger than the L2: the down GEMM's reds would read and write a token's
-  // output row from HBM once per slot; its rows stored in sorted order and summed by token
-  // read and write it once. Past 0.6 of the L2 the rows already pay (H100 sweeps, same
-  // process: gpt-oss 4096 tokens, 47 MB, 2693-2763 us against 2751-2824 in four rounds on two
-  // machines; qwen3 4096, 34 MB, with x by token 981-986 against 988-995; bench cells with
-  // the rule: gpt-oss 4096 2679 us, qwen3 4096 978-981 on a machine about 2.5% faster than
-  // the one that gave 2825 and 1003 without it).
+  // A float32 output past 0.6 of the L2: the down GEMM's reds read and write a token's output
+  // row from HBM for most of its slots once the output no longer stays in the L2; its rows
+  // stored in sorted order and summed by token read and write it once. Below the L2 size the
+  // rows already paid on an H100 (same-process sweeps: gpt-oss 4096 tokens, 47 MB, 2693-2763 us
+  // against 2751-2824; qwen3 4096, 34 MB, 981-986 against 988-995, x by token in both;
+  // docs/perf.md).
   if (top_k > 1 && down_rows_possible(tc, top_k))
     tc.down_rows = int64_t(tokens) * w.hidden * 4 * 5 > l2_bytes() * 3;
   return tc;

@@ -95,7 +95,7 @@ void run_routing(const GpuRouter& router, const RoutingSpec& spec, const float* 
 
 // Tile choice for the routed forward (kernels::choose_tiles with this device's SM count and
 // memory bandwidth); x gathered in token order where x is larger than the device's L2, and the
-// down rows summed by token where the float32 output is.
+// down rows summed by token where the float32 output passes 0.6 of it.
 kernels::TileChoice default_tiles(const GpuExperts& w, int tokens, int top_k);
 // Whether tc's down rows can be summed by token (TileChoice::down_rows): a down row that stores
 // its rows in sorted order, split 1, top_k <= 32.
