@@ -307,12 +307,14 @@ cudaError_t launch_gather_sorted(const void* x, int ldx, int k, int top_k,
         &launch_tma_gemm<__nv_bfloat16, BM, BN, S, GU, MINB>,                             \
         &launch_tma_gemm<__half, BM, BN, S, GU, MINB>, (GU), !(GU)                        \
   }
-// Down rows whose epilogue stages the weighted rows in shared memory and adds them into the
-// output with bulk reduces by the TMA unit (suffix r; bulk_down_epilogue).
+// Down rows whose epilogue stages the weighted rows in shared memory and hands whole row
+// segments to the TMA unit (suffix r): bulk reduces into the output (bulk_down_epilogue), or
+// with DownArgs::rows_out bulk copies to the rows in sorted order (bulk_store_epilogue).
 #define MOE_TMA_BROW(NAME, BM, BN, S, MINB)                                                \
   TileConfig {                                                                            \
-    NAME, BM, BN, 64, true, &launch_tma_gemm<__nv_bfloat16, BM, BN, S, false, MINB, false, true>, \
-        &launch_tma_gemm<__half, BM, BN, S, false, MINB, false, true>, false, true       \
+    NAME, BM, BN, 64, true,                                                               \
+        &launch_tma_gemm<__nv_bfloat16, BM, BN, S, false, MINB, false, kEpiReduce>,       \
+        &launch_tma_gemm<__half, BM, BN, S, false, MINB, false, kEpiReduce>, false, true   \
   }
 // Gate-up rows that read x in place (x_direct, suffix x): no gather pass, no sorted copy.
 #define MOE_TMA_XROW(NAME, BM, BN, S, MINB)                                                \

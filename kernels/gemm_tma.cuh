@@ -199,7 +199,7 @@ __device__ __forceinline__ void named_bar_arrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
-// The bulk-reduce down epilogue (BULK rows): the TMA unit adds a staged fp32 row of shared
+// The bulk-reduce down epilogue (kEpiReduce rows): the TMA unit adds a staged fp32 row of shared
 // memory into global memory (cp.reduce.async.bulk ... add.f32), so the L2 receives whole
 // 16-byte-aligned row segments from one request instead of a red.v4 per lane and quad.
 __device__ __forceinline__ void bulk_reduce_add_f32(float* dst, uint32_t src, uint32_t bytes) {
@@ -224,8 +224,66 @@ constexpr int bulk_row_bytes() {
   return BN * 4 + 16;
 }
 
-// The down epilogue of the BULK rows, run by each live consumer warpgroup `wg` (a_boxes of them)
-// once every consumer warpgroup has arrived on named barrier 1 (the ring is no longer read):
+// A bulk copy of `bytes` (a multiple of 16, both ends 16-byte aligned) from shared to global
+// memory by the TMA unit.
+__device__ __forceinline__ void bulk_store(void* dst, uint32_t src, uint32_t bytes) {
+  asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n" ::"l"(dst),
+               "r"(src), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void store_shared_u32x2(uint32_t addr, uint32_t a, uint32_t b) {
+  asm volatile("st.shared.v2.b32 [%0], {%1, %2};\n" ::"r"(addr), "r"(a), "r"(b) : "memory");
+}
+
+// Staged row stride of the bulk-store epilogue: COLS 16-bit elements and 16 bytes (the 16 rows
+// a warp writes per quad step land in distinct 16-byte bank groups, eight at a time).
+template <int COLS>
+constexpr int bulk_store_row_bytes() {
+  return COLS * 2 + 16;
+}
+
+// The bulk-store epilogue (kEpiStore: the down rows in sorted order, p.rows_out), run like
+// bulk_down_epilogue once the ring is free: each lane's four weighted values of a row go to the
+// row's staged copy in shared memory in the elements' type, then one thread per row holding a
+// slot hands its row segment to the TMA unit, which writes it whole (wg_epilogue's per-lane
+// stores write 16 rows x 16 bytes an instruction; H100, qwen3 16384 tokens: 3041-3058 us against
+// 3134-3212, docs/perf.md). The caller checked that every row segment is 16-byte aligned and a
+// multiple of 16 bytes long (launch_tma_gemm).
+template <typename T, int BM, int BN>
+__device__ __forceinline__ void bulk_store_epilogue(const GemmParams& p, const float* acc, int wg,
+                                                    int ctid, const EpilogueRows& rows,
+                                                    int m_tile, int col0, int expert, int split,
+                                                    uint32_t stage_base, const int32_t* s_slot,
+                                                    int a_boxes) {
+  constexpr int kAcc = BN / 2, kStride = bulk_store_row_bytes<BN>();
+  const int lane = ctid % 32, warp_in_wg = ctid / 32;
+  const T* bias =
+      p.bias ? static_cast<const T*>(p.bias) + int64_t(expert) * p.bias_expert_stride : nullptr;
+  const bool add_bias = bias && split == 0;
+  // rows_to_quads leaves this lane four consecutive columns of row lo (even lane) or lo + 8.
+  const int row = wg * 64 + warp_in_wg * 16 + lane / 4 + 8 * (lane & 1);
+  const uint32_t dst = stage_base + uint32_t(row * kStride + 8 * ((lane % 4) / 2));
+#pragma unroll
+  for (int f = 0; f < kAcc; f += 4) {
+    float q[4];
+    down_quad(p, bias, add_bias, rows, acc, f, col0, lane, q);
+    store_shared_u32x2(dst + 16 * (f / 4), ElemOps<T>::pack2(q[0], q[1]),
+                       ElemOps<T>::pack2(q[2], q[3]));
+  }
+  fence_proxy_async();  // generic-proxy stores, read next by the bulk copy (async proxy)
+  named_bar_sync(2, 128 * a_boxes);
+  const int r = wg * 128 + ctid;  // rows 0 .. 64 * a_boxes - 1: threads of live warpgroups
+  const int cols = min(BN, p.n - col0);
+  if (r < 64 * a_boxes && s_slot[r] >= 0 && cols > 0) {
+    const int64_t prow = int64_t(m_tile) * BM + r;
+    bulk_store(static_cast<T*>(p.rows_out) + prow * p.ld_rows + col0,
+               stage_base + uint32_t(r * kStride), uint32_t(cols * 2));
+    bulk_commit_and_wait_read();  // the shared rows are read before the CTA may exit
+  }
+}
+
+// The down epilogue of the kEpiReduce rows, run by each live consumer warpgroup `wg` (a_boxes of
+// them) once every consumer warpgroup has arrived on named barrier 1 (the ring is no longer read):
 // the routing-weighted rows (bias on split 0) are staged in the ring's shared memory
 // (stage_base), then one thread per live row hands its row to the TMA unit, which adds it into
 // the token's fp32 output row. The caller checked that p.out, p.ldo and p.n keep every row
@@ -268,8 +326,13 @@ __device__ __forceinline__ void bulk_down_epilogue(const GemmParams& p, const fl
 // writes x in sorted order first. cp.async writes through the generic proxy and wgmma reads
 // through the async proxy: each lane waits for its copies of a stage one stage later, fences
 // the proxies and arrives on the stage's full barrier (with the TMA's expect-tx arrival, 33).
+// The epilogue of a TmaTile: wg_epilogue's per-lane stores and atomics, or (down)
+// bulk_down_epilogue's bulk reduces or bulk_store_epilogue's bulk copies of the rows in sorted
+// order.
+constexpr int kEpiLanes = 0, kEpiReduce = 1, kEpiStore = 2;
+
 template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB = 1, bool XDIRECT = false,
-          bool BULK = false>
+          int EPI = kEpiLanes>
 struct TmaTile {
   static constexpr int BK = 64;  // one 128-byte swizzle row per tile row
   static constexpr int kConsumerGroups = BM / 64;
@@ -290,20 +353,22 @@ struct TmaTile {
   static_assert(kBoxRowsB <= 256 && BM <= 256, "TMA boxes hold at most 256 rows");
   static_assert(STAGES >= 2, "a ring");
   static_assert(MINB == 1 || kSmemBytes * MINB <= 227 * 1024, "MINB CTAs per SM must fit");
-  static_assert(!BULK || !GATE_UP, "the bulk-reduce epilogue: down only");
-  static_assert(!BULK || BM * bulk_row_bytes<BN>() <= STAGES * kStageBytes,
-                "the staged rows fit in the ring");
+  static_assert(EPI == kEpiLanes || !GATE_UP, "the bulk epilogues: down only");
+  static constexpr int kStagedBytes =
+      EPI == kEpiReduce ? BM * bulk_row_bytes<BN>()
+                        : EPI == kEpiStore ? BM * bulk_store_row_bytes<BN>() : 0;
+  static_assert(kStagedBytes <= STAGES * kStageBytes, "the staged rows fit in the ring");
 };
 
 // MINB: CTAs per SM the registers are budgeted for (2 lets one CTA's epilogue overlap another's
 // main loop; needs the n128 accumulators and 3 stages).
-template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB, bool XDIRECT, bool BULK>
+template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB, bool XDIRECT, int EPI>
 __global__ void
-__launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, BULK>::kThreads, MINB)
+__launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, EPI>::kThreads, MINB)
     tma_gemm_kernel(const __grid_constant__ GemmParams p, const __grid_constant__ CUtensorMap map_a,
                     const __grid_constant__ CUtensorMap map_b) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using C = TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, BULK>;
+  using C = TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, EPI>;
   extern __shared__ uint8_t smem_raw[];
   uint32_t base = smem_addr(smem_raw);
   const uint32_t pad = (1024u - (base & 1023u)) & 1023u;  // swizzle atoms need 1024-alignment
@@ -418,7 +483,7 @@ __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, BULK>::kThr
       mbar_wait(full0 + 8 * (kt % STAGES), (kt / STAGES) & 1);
       if (kt > 0) mbar_arrive(empty0 + 8 * ((kt - 1) % STAGES));
     }
-    if constexpr (BULK) named_bar_arrive(1, C::kConsumers);  // done with the ring
+    if constexpr (EPI != kEpiLanes) named_bar_arrive(1, C::kConsumers);  // done with the ring
     return;  // (a separate loop: a branch around the wgmma would make ptxas serialize them)
   }
   const EpilogueRows rows = epilogue_rows(p, s_slot, wg, ctid % 128);  // read during the main loop
@@ -435,8 +500,11 @@ __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, BULK>::kThr
   wgmma_wait<0>();
 #pragma unroll
   for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
-  if constexpr (BULK) {
-    named_bar_sync(1, C::kConsumers);  // every warpgroup's wgmma are done: the ring is free
+  if constexpr (EPI != kEpiLanes) named_bar_sync(1, C::kConsumers);  // the ring is free
+  if constexpr (EPI == kEpiStore) {
+    bulk_store_epilogue<T, BM, BN>(p, acc, wg, ctid % 128, rows, m_tile, col0, expert, split,
+                                   base, s_slot, a_boxes);
+  } else if constexpr (EPI == kEpiReduce) {
     bulk_down_epilogue<T, BN>(p, acc, wg, ctid % 128, rows, col0, expert, split, base, s_slot,
                               a_boxes);
   } else {
@@ -944,20 +1012,29 @@ cudaError_t launch_tma_row(const GemmParams& p, int split_k, const TmaLaunch& l,
 }
 
 template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB = 1, bool XDIRECT = false,
-          bool BULK = false>
+          int EPI = kEpiLanes>
 cudaError_t launch_tma_gemm(const GemmParams& p, int split_k, cudaStream_t stream) {
-  if constexpr (BULK) {
-    // Bulk reduces need 16-byte-aligned row segments whose lengths are multiples of 16 bytes;
-    // other outputs take the same tile with the per-lane atomics, and rows in sorted order
-    // (p.rows_out) its plain epilogue.
-    if (p.rows_out || p.ldo % 4 != 0 || p.n % 4 != 0 ||
-        reinterpret_cast<uintptr_t>(p.out) % 16 != 0)
-      return launch_tma_gemm<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, false>(p, split_k, stream);
+  if constexpr (EPI != kEpiLanes) {
+    // Bulk reduces and copies need 16-byte-aligned row segments whose lengths are multiples of
+    // 16 bytes (column tiles start at multiples of 8 elements); other outputs take the same tile
+    // with wg_epilogue's per-lane atomics and stores. A bulk-reduce row storing the rows in
+    // sorted order (p.rows_out) takes its bulk-store instance.
+    const bool whole =
+        p.rows_out ? p.ld_rows % 8 == 0 && p.n % 8 == 0 &&
+                         reinterpret_cast<uintptr_t>(p.rows_out) % 16 == 0
+                   : EPI == kEpiReduce && p.ldo % 4 == 0 && p.n % 4 == 0 &&
+                         reinterpret_cast<uintptr_t>(p.out) % 16 == 0;
+    if (!whole)
+      return launch_tma_gemm<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, kEpiLanes>(p, split_k,
+                                                                                   stream);
+    if (EPI == kEpiReduce && p.rows_out)
+      return launch_tma_gemm<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, kEpiStore>(p, split_k,
+                                                                                   stream);
   }
-  using C = TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, BULK>;
+  using C = TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, EPI>;
   const TmaLaunch l{GATE_UP, BM, C::kBoxRowsA, C::kBoxRowsB, C::kThreads, C::kSmemBytes, false,
                     XDIRECT ? AMap::None : AMap::Sorted};
-  return launch_tma_row<&tma_gemm_kernel<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, BULK>, T>(
+  return launch_tma_row<&tma_gemm_kernel<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, EPI>, T>(
       p, split_k, l, stream);
 }
 

@@ -21,6 +21,7 @@ struct Args {
   int check_max_tokens = 256;
   bool sweep = false, breakdown = false, json = false, quiet = false;
   std::vector<std::string> sweep_rows;
+  std::vector<std::string> pairs;
   std::string gpus;  // --gpus N|all|env: per-rank kernels and the NCCL all-reduce
   double nccl_timeout = 300;
   double gpu_timeout = moe::kDefaultGpuTimeoutS;
@@ -79,6 +80,10 @@ void print_table(const moe::BenchReport& r) {
       std::printf("        sweep: %zu configs, best %.1f us (%s + %s split %d)\n", c.sweep.size(),
                   best->us, best->gate_up.c_str(), best->down.c_str(), best->split_k);
     }
+    for (const auto& pr : c.pairs)
+      std::printf("        pair: %.1f us  %s + %s%s%s\n", pr.us, pr.gate_up.c_str(),
+                  pr.down.c_str(), pr.gather_by_token ? ", x by token" : "",
+                  pr.down_rows ? ", rows summed by token" : "");
   }
 }
 
@@ -138,6 +143,10 @@ static moe::cli::Registrar reg(70, [](CLI::App& app) {
   sub->add_option("--sweep-rows", a->sweep_rows,
                   "With --sweep: only rows whose name starts with one of these prefixes")
       ->delimiter(',');
+  sub->add_option("--pairs", a->pairs,
+                  "Also time these GATE_UP+DOWN row pairs in turn after each cell, e.g. "
+                  "tma_m192n96+tma_m192n192,tma_m192n96b+tma_m192n192r (repeat to alternate)")
+      ->delimiter(',');
   sub->add_option("--gpus", a->gpus,
                   "N GPUs, 'all', or 'env' (one process per GPU from launcher variables): "
                   "per-rank kernel time and NCCL all-reduce time side by side");
@@ -171,6 +180,7 @@ static moe::cli::Registrar reg(70, [](CLI::App& app) {
     o.weight_sets = a->weight_sets;
     o.sweep = a->sweep;
     o.sweep_rows = a->sweep_rows;
+    o.pairs = a->pairs;
     o.breakdown = a->breakdown;
     o.check_max_tokens = a->check_max_tokens;
     o.settle_s = a->settle;

@@ -66,13 +66,14 @@ nlohmann::json bench_to_json(const BenchReport& r) {
                          {"down_us", c.down_us},           {"gate_up_tflops", c.gate_up_tflops},
                          {"down_tflops", c.down_tflops}};
     if (c.check_rel_l2 >= 0) jc["check"] = {{"rel_l2", c.check_rel_l2}, {"max_abs", c.check_max_abs}};
-    if (!c.sweep.empty()) {
-      jc["sweep"] = nlohmann::json::array();
-      for (const auto& s : c.sweep)
-        jc["sweep"].push_back(
-            {{"gate_up", s.gate_up}, {"down", s.down}, {"split_k", s.split_k},
-             {"gather_by_token", s.gather_by_token}, {"down_rows", s.down_rows},
-             {"us", s.us}});
+    for (const auto* list : {&c.sweep, &c.pairs}) {
+      if (list->empty()) continue;
+      nlohmann::json& out = jc[list == &c.sweep ? "sweep" : "pairs"];
+      out = nlohmann::json::array();
+      for (const auto& s : *list)
+        out.push_back({{"gate_up", s.gate_up}, {"down", s.down}, {"split_k", s.split_k},
+                       {"gather_by_token", s.gather_by_token}, {"down_rows", s.down_rows},
+                       {"us", s.us}});
     }
     j["cells"].push_back(jc);
   }
@@ -319,6 +320,32 @@ int first_row(int count, kernels::GemmConfigInfo (*row)(int), int block_m, bool 
   return -1;
 }
 
+// --pairs: "GATE_UP+DOWN" -> row indices of the two tables, same block height.
+std::vector<std::pair<int, int>> resolve_pairs(const std::vector<std::string>& pairs, bool wgmma) {
+  auto find = [](const std::string& name, int count, kernels::GemmConfigInfo (*row)(int)) {
+    for (int i = 0; i < count; ++i)
+      if (name == row(i).name) return i;
+    return -1;
+  };
+  std::vector<std::pair<int, int>> out;
+  for (const std::string& pair : pairs) {
+    const size_t plus = pair.find('+');
+    const std::string gu = pair.substr(0, plus);
+    const std::string dn = plus == std::string::npos ? "" : pair.substr(plus + 1);
+    const int g = find(gu, kernels::gate_up_config_count(), kernels::gate_up_config);
+    const int d = find(dn, kernels::down_config_count(), kernels::down_config);
+    MOE_CHECK(plus != std::string::npos && g >= 0 && d >= 0, InvalidArgument, "", "",
+              "--pairs '" + pair + "': not GATE_UP+DOWN of known rows (" +
+                  (g < 0 ? "gate-up '" + gu + "'" : "down '" + dn + "'") + " unknown)");
+    MOE_CHECK(kernels::gate_up_config(g).block_m == kernels::down_config(d).block_m,
+              InvalidArgument, "", "", "--pairs '" + pair + "': the rows' block heights differ");
+    MOE_CHECK(wgmma || (!kernels::gate_up_config(g).wgmma && !kernels::down_config(d).wgmma),
+              InvalidArgument, "", "", "--pairs '" + pair + "': needs wgmma, which this GPU lacks");
+    out.emplace_back(g, d);
+  }
+  return out;
+}
+
 std::vector<int> candidate_block_m(double per_expert) {
   std::vector<int> out;
   for (int bm : {8, 16, 32, 48, 64, 80, 128, 192})
@@ -336,6 +363,7 @@ BenchReport run_bench(const BenchOptions& opts) {
   BenchReport rep;
   rep.device = info.name;
   rep.wgmma = kernels::wgmma_available();
+  const std::vector<std::pair<int, int>> pairs = resolve_pairs(opts.pairs, rep.wgmma);
   CudaStream stream;
   cudaStream_t s = stream.get();
 
@@ -606,6 +634,18 @@ BenchReport run_bench(const BenchOptions& opts) {
           try_tc(c);
         }
       }
+    }
+    for (const auto& [g, d] : pairs) {
+      kernels::TileChoice c = tc;
+      c.gate_up_cfg = g;
+      c.down_cfg = d;
+      c.block_m = kernels::gate_up_config(g).block_m;
+      c.down_split_k = 1;
+      c.down_rows = c.down_rows && down_rows_possible(c, K);
+      call(s, 0, c);  // first use outside the graph
+      const Timing tt = time_graph([&](cudaStream_t st, int i) { call(st, i, c); }, s, 10, 0.05);
+      cell.pairs.push_back({kernels::gate_up_config(g).name, kernels::down_config(d).name, 1,
+                            c.gather_by_token, c.down_rows, tt.us});
     }
     rep.cells.push_back(std::move(cell));
   }

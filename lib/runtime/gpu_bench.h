@@ -27,6 +27,10 @@ struct BenchOptions {
   int weight_sets = 3;         // rotated when they fit in memory
   bool sweep = false;          // also time every tile configuration (tuning)
   std::vector<std::string> sweep_rows;  // only rows whose name starts with one of these (empty: all)
+  // "GATE_UP+DOWN" row pairs also timed in turn after each cell (an A/B in one process: list a
+  // pair more than once to alternate); each keeps the cell's gather order and row sum where it
+  // can, split 1. Reported with the sweep's entries.
+  std::vector<std::string> pairs;
   bool breakdown = false;      // also time the alignment, gate-up and down launches apart
   int check_max_tokens = 256;  // compare with the naive kernel up to this many tokens
   bool measure_ceilings = true;
@@ -63,6 +67,7 @@ struct BenchCell {
   double check_rel_l2 = -1;  // vs the naive kernel (-1: not checked)
   double check_max_abs = -1;
   std::vector<BenchSweepEntry> sweep;
+  std::vector<BenchSweepEntry> pairs;  // --pairs, in the order timed
   // --breakdown: each stage alone in its own graph (no overlap with its neighbours; gate-up
   // includes the gather of x where its row reads sorted x); 0 when not measured.
   double align_us = 0, gate_up_us = 0, down_us = 0;

@@ -3,8 +3,8 @@
 # the GPU tests, compute-sanitizer (memcheck + racecheck), `run --device cuda` on every family
 # fixture and a spread of plans, and the benchmarks. Logs go to $OUT (default /tmp/moe-gpu-out).
 # Usage: bash tests/bench/gpu_suite.sh [STAGES]   STAGES: comma list of
-#        build,tests,sanitize,fixtures,bench,peer,sweep,breakdown,order,profile,multi
-#        (default: all but sweep, breakdown, order and profile)
+#        build,tests,sanitize,fixtures,bench,peer,sweep,breakdown,order,profile,kernels,multi
+#        (default: all but sweep, breakdown, order, profile and kernels)
 # For a short lease, narrow it (each defaults to the whole suite):
 #   MOE_GPU_TARGETS="moe-tool test_gpu_kernels"  ninja targets to build (default: all)
 #   MOE_GPU_CTEST="-L gpu -E multi"               ctest selection (default: -LE fuzz)
@@ -18,6 +18,8 @@
 #   MOE_BENCH_SETTLE=1                             bench and peer: each timing after 1 s of the
 #                                                  same work (bench --settle, PEER_SETTLE)
 #   MOE_PROFILE_CELLS="qwen3-30b:4096 mixtral:4096" Nsight Compute cells (shape:tokens)
+#   MOE_KERNEL_CELLS="qwen3-30b:16384"             kernels stage: every launch's time and DRAM
+#                                                  bytes (Nsight Compute) in these cells
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/moe-gpu-out}
@@ -127,6 +129,17 @@ if has profile; then  # Nsight Compute on the GEMM kernels of a few cells (what 
       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
       --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
       $tool bench --shape $shape --tokens $tokens --weight-sets 1 --quiet
+  done
+fi
+if has kernels; then  # every launch of a cell's calls: duration and DRAM bytes (where time goes)
+  align="count_|chunk_|scan_|scatter_|fused_align|identity_"
+  for cell in ${MOE_KERNEL_CELLS:-qwen3-30b:16384 qwen3-30b:4096}; do
+    shape=${cell%%:*} tokens=${cell##*:}
+    step "kernels-$shape-$tokens" 200 ncu --clock-control none --launch-skip 16 --launch-count 32 \
+      --kernel-name regex:"^(tma_|$align|slot_pos|gather_|sum_rows)" \
+      --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
+      $tool bench --shape $shape --tokens $tokens --weight-sets 1 --quiet
+    python3 tests/bench/ncu_kernels.py "$out/kernels-$shape-$tokens.log" | tee -a "$out/summary.txt"
   done
 fi
 if has multi && [ -x $build/tests/test_multi_gpu ]; then

@@ -607,13 +607,16 @@ TEST_CASE("gpu token-order gather, small case for compute-sanitizer",
 // The down GEMM's rows stored in sorted order and summed by token (for float32 outputs larger
 // than the L2): added into the output or written over it (zero_out), after x gathered in either
 // order, at top-k 3 and 8, with an output width that is not a multiple of 8 (the sum's
-// one-by-one path); and zero_out through the atomic epilogues (split 1 and 2).
+// one-by-one path, and the per-lane stores of the bulk rows) and one that is (the bulk rows'
+// bulk copies: tma_m192n192r, tma_m192n128r, tma_m128n256r, tma_m128n128s3r); and zero_out
+// through the atomic epilogues (split 1 and 2).
 TEST_CASE("gpu down rows summed by token match the float64 oracle", "[gpu][experts][rows]") {
   if (!wgmma_rows_run("tma_m")) return;
   run_all_configs(kVariants[1], 7, 136, 72, 3, {1, 19, 111, 700}, {1}, 51, "tma_m192", {}, true,
                   true);
   run_all_configs(kVariants[0], 9, 100, 43, 8, {19, 300}, {1}, 52, "tma_m128n", {}, false, true,
                   true);
+  run_all_configs(kVariants[3], 9, 136, 72, 8, {300}, {1}, 56, "tma_m128n", {}, true, true, true);
   run_all_configs(kVariants[3], 4, 98, 40, 2, {19, 111}, {1}, 53, "tma_m64", {}, false, true, true);
   run_all_configs(kVariants[2], 5, 100, 43, 3, {111}, {1, 2}, 54, "tma_m128n", {}, false, false,
                   true);
@@ -623,6 +626,7 @@ TEST_CASE("gpu down rows summed by token, small case for compute-sanitizer",
           "[gpu][experts][rows][sanitize]") {
   if (!wgmma_rows_run("tma_m")) return;
   run_all_configs(kVariants[1], 5, 100, 43, 3, {111}, {1}, 55, "tma_m192", {}, true, true, true);
+  run_all_configs(kVariants[0], 5, 136, 72, 3, {111}, {1}, 57, "tma_m192", {}, true, true, true);
 }
 
 // The persistent rows of name prefix `rows` (tma_p: ping-pong, tma_c: cooperative): a grid of
