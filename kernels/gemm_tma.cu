@@ -309,7 +309,7 @@ cudaError_t launch_gather_sorted(const void* x, int ldx, int k, int top_k,
   }
 // Down rows whose epilogue stages the weighted rows in shared memory and hands whole row
 // segments to the TMA unit (suffix r): bulk reduces into the output (bulk_down_epilogue), or
-// with DownArgs::rows_out bulk copies to the rows in sorted order (bulk_store_epilogue).
+// with DownArgs::rows_out bulk copies to the rows in sorted order (bulk_down_epilogue with ROWS).
 #define MOE_TMA_BROW(NAME, BM, BN, S, MINB)                                                \
   TileConfig {                                                                            \
     NAME, BM, BN, 64, true,                                                               \

@@ -242,75 +242,54 @@ constexpr int bulk_store_row_bytes() {
   return COLS * 2 + 16;
 }
 
-// The bulk-store epilogue (kEpiStore: the down rows in sorted order, p.rows_out), run like
-// bulk_down_epilogue once the ring is free: each lane's four weighted values of a row go to the
-// row's staged copy in shared memory in the elements' type, then one thread per row holding a
-// slot hands its row segment to the TMA unit, which writes it whole (wg_epilogue's per-lane
-// stores write 16 rows x 16 bytes an instruction; H100, qwen3 16384 tokens: 3041-3058 us against
-// 3134-3212, docs/perf.md). The caller checked that every row segment is 16-byte aligned and a
-// multiple of 16 bytes long (launch_tma_gemm).
-template <typename T, int BM, int BN>
-__device__ __forceinline__ void bulk_store_epilogue(const GemmParams& p, const float* acc, int wg,
-                                                    int ctid, const EpilogueRows& rows,
-                                                    int m_tile, int col0, int expert, int split,
-                                                    uint32_t stage_base, const int32_t* s_slot,
-                                                    int a_boxes) {
-  constexpr int kAcc = BN / 2, kStride = bulk_store_row_bytes<BN>();
-  const int lane = ctid % 32, warp_in_wg = ctid / 32;
-  const T* bias =
-      p.bias ? static_cast<const T*>(p.bias) + int64_t(expert) * p.bias_expert_stride : nullptr;
-  const bool add_bias = bias && split == 0;
-  // rows_to_quads leaves this lane four consecutive columns of row lo (even lane) or lo + 8.
-  const int row = wg * 64 + warp_in_wg * 16 + lane / 4 + 8 * (lane & 1);
-  const uint32_t dst = stage_base + uint32_t(row * kStride + 8 * ((lane % 4) / 2));
-#pragma unroll
-  for (int f = 0; f < kAcc; f += 4) {
-    float q[4];
-    down_quad(p, bias, add_bias, rows, acc, f, col0, lane, q);
-    store_shared_u32x2(dst + 16 * (f / 4), ElemOps<T>::pack2(q[0], q[1]),
-                       ElemOps<T>::pack2(q[2], q[3]));
-  }
-  fence_proxy_async();  // generic-proxy stores, read next by the bulk copy (async proxy)
-  named_bar_sync(2, 128 * a_boxes);
-  const int r = wg * 128 + ctid;  // rows 0 .. 64 * a_boxes - 1: threads of live warpgroups
-  const int cols = min(BN, p.n - col0);
-  if (r < 64 * a_boxes && s_slot[r] >= 0 && cols > 0) {
-    const int64_t prow = int64_t(m_tile) * BM + r;
-    bulk_store(static_cast<T*>(p.rows_out) + prow * p.ld_rows + col0,
-               stage_base + uint32_t(r * kStride), uint32_t(cols * 2));
-    bulk_commit_and_wait_read();  // the shared rows are read before the CTA may exit
-  }
-}
-
-// The down epilogue of the kEpiReduce rows, run by each live consumer warpgroup `wg` (a_boxes of
-// them) once every consumer warpgroup has arrived on named barrier 1 (the ring is no longer read):
-// the routing-weighted rows (bias on split 0) are staged in the ring's shared memory
-// (stage_base), then one thread per live row hands its row to the TMA unit, which adds it into
-// the token's fp32 output row. The caller checked that p.out, p.ldo and p.n keep every row
-// segment 16-byte aligned and a multiple of 16 bytes long (launch_tma_gemm).
-template <typename T, int BN>
+// The down epilogues of the bulk rows, run by each live consumer warpgroup `wg` (a_boxes of
+// them) once every consumer warpgroup has arrived on named barrier 1 (the ring is no longer
+// read): the routing-weighted rows (bias on split 0) are staged in the ring's shared memory
+// (stage_base), then one thread per row that holds a slot hands its row to the TMA unit.
+// kEpiReduce (ROWS false): fp32 rows, added into the token's output row
+// (cp.reduce.async.bulk ... add.f32). kEpiStore (ROWS true, p.rows_out): rows in the elements'
+// type, copied to the slot's sorted row (cp.async.bulk), where wg_epilogue's per-lane stores
+// write 16 rows x 16 bytes an instruction (H100, qwen3 16384 tokens: the down GEMM 851 us
+// against 953, docs/perf.md). The caller checked that every row segment is 16-byte aligned and
+// a multiple of 16 bytes long (launch_tma_gemm).
+template <typename T, int BM, int BN, bool ROWS>
 __device__ __forceinline__ void bulk_down_epilogue(const GemmParams& p, const float* acc, int wg,
-                                                   int ctid, const EpilogueRows& rows, int col0,
-                                                   int expert, int split, uint32_t stage_base,
-                                                   const int32_t* s_slot, int a_boxes) {
-  constexpr int kAcc = BN / 2, kStride = bulk_row_bytes<BN>();
+                                                   int ctid, const EpilogueRows& rows, int m_tile,
+                                                   int col0, int expert, int split,
+                                                   uint32_t stage_base, const int32_t* s_slot,
+                                                   int a_boxes) {
+  constexpr int kAcc = BN / 2;
+  constexpr int kStride = ROWS ? bulk_store_row_bytes<BN>() : bulk_row_bytes<BN>();
+  constexpr int kQuad = ROWS ? 8 : 16;  // bytes of a lane's four staged values
   const int lane = ctid % 32, warp_in_wg = ctid / 32;
   const T* bias =
       p.bias ? static_cast<const T*>(p.bias) + int64_t(expert) * p.bias_expert_stride : nullptr;
   const bool add_bias = bias && split == 0;
   // rows_to_quads leaves this lane four consecutive columns of row lo (even lane) or lo + 8.
   const int row = wg * 64 + warp_in_wg * 16 + lane / 4 + 8 * (lane & 1);
-  const uint32_t dst = stage_base + uint32_t(row * kStride + 16 * ((lane % 4) / 2));
+  const uint32_t dst = stage_base + uint32_t(row * kStride + kQuad * ((lane % 4) / 2));
 #pragma unroll
   for (int f = 0; f < kAcc; f += 4) {
     float q[4];
     down_quad(p, bias, add_bias, rows, acc, f, col0, lane, q);
-    store_shared_f32x4(dst + 32 * (f / 4), q);
+    if constexpr (ROWS)
+      store_shared_u32x2(dst + 2 * kQuad * (f / 4), ElemOps<T>::pack2(q[0], q[1]),
+                         ElemOps<T>::pack2(q[2], q[3]));
+    else
+      store_shared_f32x4(dst + 2 * kQuad * (f / 4), q);
   }
   fence_proxy_async();  // generic-proxy stores, read next by the bulk copy (async proxy)
   named_bar_sync(2, 128 * a_boxes);
   const int r = wg * 128 + ctid;  // rows 0 .. 64 * a_boxes - 1: threads of live warpgroups
-  if (r < 64 * a_boxes) {
+  if constexpr (ROWS) {
+    const int cols = min(BN, p.n - col0);
+    if (r < 64 * a_boxes && s_slot[r] >= 0 && cols > 0) {
+      const int64_t prow = int64_t(m_tile) * BM + r;
+      bulk_store(static_cast<T*>(p.rows_out) + prow * p.ld_rows + col0,
+                 stage_base + uint32_t(r * kStride), uint32_t(cols * 2));
+      bulk_commit_and_wait_read();  // the shared rows are read before the CTA may exit
+    }
+  } else if (r < 64 * a_boxes) {
     const int slot = s_slot[r];
     if (slot >= 0) {
       const int cols = min(BN, p.n - col0);
@@ -327,8 +306,7 @@ __device__ __forceinline__ void bulk_down_epilogue(const GemmParams& p, const fl
 // through the async proxy: each lane waits for its copies of a stage one stage later, fences
 // the proxies and arrives on the stage's full barrier (with the TMA's expect-tx arrival, 33).
 // The epilogue of a TmaTile: wg_epilogue's per-lane stores and atomics, or (down)
-// bulk_down_epilogue's bulk reduces or bulk_store_epilogue's bulk copies of the rows in sorted
-// order.
+// bulk_down_epilogue's bulk reduces or its bulk copies of the rows in sorted order.
 constexpr int kEpiLanes = 0, kEpiReduce = 1, kEpiStore = 2;
 
 template <typename T, int BM, int BN, int STAGES, bool GATE_UP, int MINB = 1, bool XDIRECT = false,
@@ -501,12 +479,9 @@ __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, EPI>::kThre
 #pragma unroll
   for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
   if constexpr (EPI != kEpiLanes) named_bar_sync(1, C::kConsumers);  // the ring is free
-  if constexpr (EPI == kEpiStore) {
-    bulk_store_epilogue<T, BM, BN>(p, acc, wg, ctid % 128, rows, m_tile, col0, expert, split,
-                                   base, s_slot, a_boxes);
-  } else if constexpr (EPI == kEpiReduce) {
-    bulk_down_epilogue<T, BN>(p, acc, wg, ctid % 128, rows, col0, expert, split, base, s_slot,
-                              a_boxes);
+  if constexpr (EPI != kEpiLanes) {
+    bulk_down_epilogue<T, BM, BN, EPI == kEpiStore>(p, acc, wg, ctid % 128, rows, m_tile, col0,
+                                                    expert, split, base, s_slot, a_boxes);
   } else {
     wg_epilogue<T, BM, BN, GATE_UP>(p, acc, wg, ctid % 128, rows, m_tile, col0, expert, split);
   }
