@@ -3,12 +3,13 @@
 # against wg_epilogue's per-lane stores (tma_m192n192), the gate-up row tma_m192n96 in both:
 # `bench --pairs` in one process per cell, in the order ABBA ABBA ABBA (drift under the power
 # cap cancels). Needs a built moe-tool (tests/bench/gpu_suite.sh build); results in $OUT/ab/.
+# AB_A / AB_B: other GATE_UP+DOWN pairs; MOE_AB_CELLS: other shape:tokens cells.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 tool=build-gpu/apps/moe-tool/moe-tool
 out=${OUT:-/tmp/moe-gpu-out}
 mkdir -p "$out/ab"
-A=tma_m192n96+tma_m192n192r B=tma_m192n96+tma_m192n192
+A=${AB_A:-tma_m192n96+tma_m192n192r} B=${AB_B:-tma_m192n96+tma_m192n192}
 for cell in ${MOE_AB_CELLS:-qwen3-30b:16384 qwen3-30b:4096 gpt-oss-120b:4096 deepseek-v3-tp8:4096}; do
   shape=${cell%%:*} tokens=${cell##*:}
   timeout 120 $tool bench --shape "$shape" --tokens "$tokens" --json --quiet \
