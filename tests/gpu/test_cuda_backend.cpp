@@ -225,6 +225,55 @@ TEST_CASE("bench on a synthetic shape: timings, floor, the naive check, breakdow
   CHECK(j["cells"][1]["breakdown"]["down_us"].get<double>() == Approx(r.cells[1].down_us));
 }
 
+// --pairs: the named pairs timed in turn after each cell, in the order given (repeats too), with
+// the cell's gather order; names that are not rows, or rows of two heights, are refused before
+// any timing.
+TEST_CASE("bench --pairs times the named tile pairs in turn", "[gpu][bench][pairs]") {
+  BenchOptions b;
+  b.shape = {"small", 8, 2, 256, 128};
+  b.tokens = {40, 200};
+  b.weight_sets = 1;
+  b.measure_ceilings = false;
+  b.quiet = true;
+  b.pairs = {"mma_m16n16k256+mma_m16n128k64", "mma_m64n64k64+mma_m64n128k64",
+             "mma_m16n16k256+mma_m16n128k64"};
+  const BenchReport r = run_bench(b);
+  REQUIRE(r.cells.size() == 2);
+  for (const BenchCell& c : r.cells) {
+    REQUIRE(c.pairs.size() == 3);
+    CHECK(c.pairs[0].gate_up == "mma_m16n16k256");
+    CHECK(c.pairs[0].down == "mma_m16n128k64");
+    CHECK(c.pairs[1].gate_up == "mma_m64n64k64");
+    CHECK(c.pairs[1].down == "mma_m64n128k64");
+    CHECK(c.pairs[2].down == "mma_m16n128k64");
+    for (const BenchSweepEntry& e : c.pairs) {
+      CHECK(e.us > 0);
+      CHECK(e.split_k == 1);
+      CHECK(e.gather_by_token == c.gather_by_token);
+    }
+    CHECK(c.sweep.empty());
+  }
+  const nlohmann::json j = bench_to_json(r);
+  REQUIRE(j["cells"][0]["pairs"].size() == 3);
+  CHECK(j["cells"][0]["pairs"][1]["us"].get<double>() == Approx(r.cells[0].pairs[1].us));
+
+  auto refused = [&](const std::string& pair, const char* why) {
+    b.pairs = {pair};
+    try {
+      run_bench(b);
+      FAIL("accepted --pairs " << pair);
+    } catch (const Error& e) {
+      INFO(e.what());
+      CHECK(e.code() == ErrorCode::InvalidArgument);
+      CHECK(std::string(e.what()).find(why) != std::string::npos);
+    }
+  };
+  refused("mma_m16n16k256+no_such_row", "down 'no_such_row' unknown");
+  refused("no_such_row+mma_m16n128k64", "gate-up 'no_such_row' unknown");
+  refused("mma_m16n16k256", "not GATE_UP+DOWN");
+  refused("mma_m16n16k256+mma_m64n128k64", "block heights differ");
+}
+
 TEST_CASE("bench --settle runs each ceiling and cell that long before timing it", "[gpu][bench]") {
   BenchOptions b;
   b.shape = {"small", 8, 2, 256, 128};
