@@ -179,8 +179,8 @@ __global__ void gather_tokens_kernel(const uint4* __restrict__ x, int64_t ldx8, 
   }
 }
 
-// The token-order sum of the down GEMM's rows (DownArgs::rows_out, for outputs larger than the
-// L2): a red per slot row into a float32 output that no longer fits in the L2 reads and writes
+// The token-order sum of the down GEMM's rows (DownArgs::rows_out, for outputs past 0.6 of the
+// L2): a red per slot row into a float32 output that does not stay in the L2 reads and writes
 // the token's row from HBM for each of its top_k slots; here each token's output row is read and
 // written once. One block per token: its slots' sorted rows are found through slot_pos and kept
 // only where sorted[pos] == slot (another rank's slot keeps a stale position there).
@@ -254,22 +254,22 @@ cudaError_t launch_slot_positions(const int32_t* sorted_slots, const int32_t* nu
                           sorted_slots, num_tiles, block_m, slot_pos);
 }
 
-cudaError_t launch_sum_rows(const DownArgs& a, int block_m, cudaStream_t stream) {
-  if (!a.rows_out || !a.slot_pos || a.tokens <= 0 || a.top_k > 32 || block_m <= 0)
-    return cudaErrorInvalidValue;
+template <typename T>
+static cudaError_t launch_sum_rows_as(const DownArgs& a, int block_m, cudaStream_t stream) {
   const bool vec = a.n % 8 == 0 && a.ld_rows % 8 == 0 && a.ldo % 4 == 0 &&
                    reinterpret_cast<uintptr_t>(a.rows_out) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(a.out) % 16 == 0;
-  const dim3 grid(unsigned(std::min(a.tokens, 65535)));
-  if (a.dtype == ElemType::BF16)
-    return launch_dependent(sum_rows_kernel<__nv_bfloat16>, grid, dim3(256), 0, stream,
-                            static_cast<const __nv_bfloat16*>(a.rows_out), int64_t(a.ld_rows), a.n,
-                            a.tokens, a.top_k, a.sorted_slots, a.num_tiles, block_m, a.slot_pos,
-                            a.out, int64_t(a.ldo), a.overwrite_out, vec);
-  return launch_dependent(sum_rows_kernel<__half>, grid, dim3(256), 0, stream,
-                          static_cast<const __half*>(a.rows_out), int64_t(a.ld_rows), a.n,
+  return launch_dependent(sum_rows_kernel<T>, dim3(unsigned(std::min(a.tokens, 65535))), dim3(256),
+                          0, stream, static_cast<const T*>(a.rows_out), int64_t(a.ld_rows), a.n,
                           a.tokens, a.top_k, a.sorted_slots, a.num_tiles, block_m, a.slot_pos,
                           a.out, int64_t(a.ldo), a.overwrite_out, vec);
+}
+
+cudaError_t launch_sum_rows(const DownArgs& a, int block_m, cudaStream_t stream) {
+  if (!a.rows_out || !a.slot_pos || a.tokens <= 0 || a.top_k > 32 || block_m <= 0)
+    return cudaErrorInvalidValue;
+  return a.dtype == ElemType::BF16 ? launch_sum_rows_as<__nv_bfloat16>(a, block_m, stream)
+                                   : launch_sum_rows_as<__half>(a, block_m, stream);
 }
 
 cudaError_t launch_gather_tokens(const void* x, int ldx, int k, int tokens, int top_k,

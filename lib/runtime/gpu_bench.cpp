@@ -555,6 +555,16 @@ BenchReport run_bench(const BenchOptions& opts) {
       cell.down_tflops = flops / 3.0 / (cell.down_us * 1e-6) / 1e12;
     }
 
+    // One tile choice of the sweep or --pairs, timed like the cell; its down rows are summed by
+    // token (the cell's flag) only where the down row can, and `c` keeps the flag as timed.
+    auto time_choice = [&](kernels::TileChoice& c) {
+      c.down_rows = c.down_rows && down_rows_possible(c, K);
+      call(s, 0, c);  // first use outside the graph
+      const Timing tt = time_graph([&](cudaStream_t st, int i) { call(st, i, c); }, s, 10, 0.05);
+      return BenchSweepEntry{kernels::gate_up_config(c.gate_up_cfg).name,
+                             kernels::down_config(c.down_cfg).name, c.down_split_k,
+                             c.gather_by_token, c.down_rows, tt.us};
+    };
     if (opts.sweep) {
       // Two stages per block height: best gate-up with the default down, then best down/split.
       const double per_expert = double(T) * K / std::max(1, w0.num_local);
@@ -584,15 +594,9 @@ BenchReport run_bench(const BenchOptions& opts) {
         double best = 1e30;
         kernels::TileChoice best_tc = base;
         auto try_tc = [&](kernels::TileChoice c) {
-          // Rows summed by token (from the cell's choice) only where the down row can.
-          c.down_rows = c.down_rows && down_rows_possible(c, K);
-          call(s, 0, c);  // first use outside the graph
-          const Timing tt = time_graph([&](cudaStream_t st, int i) { call(st, i, c); }, s, 10, 0.05);
-          cell.sweep.push_back({kernels::gate_up_config(c.gate_up_cfg).name,
-                                kernels::down_config(c.down_cfg).name, c.down_split_k,
-                                c.gather_by_token, c.down_rows, tt.us});
-          if (tt.us < best) {
-            best = tt.us;
+          cell.sweep.push_back(time_choice(c));
+          if (cell.sweep.back().us < best) {
+            best = cell.sweep.back().us;
             best_tc = c;
           }
         };
@@ -641,11 +645,7 @@ BenchReport run_bench(const BenchOptions& opts) {
       c.down_cfg = d;
       c.block_m = kernels::gate_up_config(g).block_m;
       c.down_split_k = 1;
-      c.down_rows = c.down_rows && down_rows_possible(c, K);
-      call(s, 0, c);  // first use outside the graph
-      const Timing tt = time_graph([&](cudaStream_t st, int i) { call(st, i, c); }, s, 10, 0.05);
-      cell.pairs.push_back({kernels::gate_up_config(g).name, kernels::down_config(d).name, 1,
-                            c.gather_by_token, c.down_rows, tt.us});
+      cell.pairs.push_back(time_choice(c));
     }
     rep.cells.push_back(std::move(cell));
   }

@@ -182,16 +182,22 @@ TEST_CASE("cuda backend refuses float32 expert weights with a clear error", "[gp
   }
 }
 
-TEST_CASE("bench on a synthetic shape: timings, floor, the naive check, breakdown and sweep",
-          "[gpu][bench]") {
+// The bench cases' synthetic shape: 8 experts, top-2, H 256, I 128, no progress line.
+static BenchOptions small_bench(std::vector<int> tokens, int weight_sets) {
   BenchOptions b;
   b.shape = {"small", 8, 2, 256, 128};
-  b.tokens = {1, 40};
-  b.weight_sets = 2;
+  b.tokens = std::move(tokens);
+  b.weight_sets = weight_sets;
+  b.quiet = true;
+  return b;
+}
+
+TEST_CASE("bench on a synthetic shape: timings, floor, the naive check, breakdown and sweep",
+          "[gpu][bench]") {
+  BenchOptions b = small_bench({1, 40}, 2);
   b.measure_ceilings = true;
   b.breakdown = true;
   b.sweep = true;
-  b.quiet = true;
   const BenchReport r = run_bench(b);
   CHECK(r.hbm_gbs > 100);
   CHECK(r.tensor_tflops > 1);
@@ -229,12 +235,8 @@ TEST_CASE("bench on a synthetic shape: timings, floor, the naive check, breakdow
 // the cell's gather order; names that are not rows, or rows of two heights, are refused before
 // any timing.
 TEST_CASE("bench --pairs times the named tile pairs in turn", "[gpu][bench][pairs]") {
-  BenchOptions b;
-  b.shape = {"small", 8, 2, 256, 128};
-  b.tokens = {40, 200};
-  b.weight_sets = 1;
+  BenchOptions b = small_bench({40, 200}, 1);
   b.measure_ceilings = false;
-  b.quiet = true;
   b.pairs = {"mma_m16n16k256+mma_m16n128k64", "mma_m64n64k64+mma_m64n128k64",
              "mma_m16n16k256+mma_m16n128k64"};
   const BenchReport r = run_bench(b);
@@ -275,11 +277,7 @@ TEST_CASE("bench --pairs times the named tile pairs in turn", "[gpu][bench][pair
 }
 
 TEST_CASE("bench --settle runs each ceiling and cell that long before timing it", "[gpu][bench]") {
-  BenchOptions b;
-  b.shape = {"small", 8, 2, 256, 128};
-  b.tokens = {16, 64};
-  b.weight_sets = 1;
-  b.quiet = true;
+  BenchOptions b = small_bench({16, 64}, 1);
   auto timed = [&](double settle_s, BenchReport& r) {
     b.settle_s = settle_s;
     const auto t0 = std::chrono::steady_clock::now();

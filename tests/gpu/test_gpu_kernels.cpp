@@ -604,8 +604,8 @@ TEST_CASE("gpu token-order gather, small case for compute-sanitizer",
   run_all_configs(kVariants[1], 5, 100, 43, 3, {111}, {1}, 43, "tma_m192", {}, true);
 }
 
-// The down GEMM's rows stored in sorted order and summed by token (for float32 outputs larger
-// than the L2): added into the output or written over it (zero_out), after x gathered in either
+// The down GEMM's rows stored in sorted order and summed by token (for float32 outputs past 0.6
+// of the L2): added into the output or written over it (zero_out), after x gathered in either
 // order, at top-k 3 and 8, with an output width that is not a multiple of 8 (the sum's
 // one-by-one path, and the per-lane stores of the bulk rows) and one that is (the bulk rows'
 // bulk copies: tma_m192n192r, tma_m192n128r, tma_m128n256r, tma_m128n128s3r); and zero_out
