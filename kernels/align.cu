@@ -120,7 +120,8 @@ template <int PER>
 __global__ void __launch_bounds__(kScanThreads)
     fused_align_kernel(const int32_t* __restrict__ topk_ids, ReplicaTable table, int tokens,
                        int top_k, int num_local, int block_m, int32_t* slot_expert,
-                       int32_t* sorted_slots, int32_t* tile_expert, int32_t* num_tiles) {
+                       int32_t* sorted_slots, int32_t* tile_expert, int32_t* num_tiles,
+                       int32_t* slot_pos) {
   __shared__ int32_t s_warp[kScanThreads / 32];
   __shared__ int32_t s_counts[kFusedMaxExperts];
   extern __shared__ int4 s_sorted4[];  // [align_max_tiles * block_m] ints
@@ -177,7 +178,11 @@ __global__ void __launch_bounds__(kScanThreads)
   __syncthreads();  // the scan's cursors in s_counts, the padding in s_sorted
 #pragma unroll
   for (int j = 0; j < PER; ++j)
-    if (v[j] >= 0) s_sorted[atomicAdd(&s_counts[v[j]], 1)] = tid + j * kScanThreads;
+    if (v[j] >= 0) {
+      const int s = tid + j * kScanThreads, row = atomicAdd(&s_counts[v[j]], 1);
+      s_sorted[row] = s;
+      if (slot_pos) slot_pos[s] = row;  // consecutive slots: coalesced
+    }
   __syncthreads();
   if (vec)
     for (int i = tid; i < rows / 4; i += kScanThreads)
@@ -187,12 +192,15 @@ __global__ void __launch_bounds__(kScanThreads)
 }
 
 __global__ void scatter_kernel(const int32_t* slot_expert, int64_t slots, int32_t* cursor,
-                               int32_t* sorted_slots) {
+                               int32_t* sorted_slots, int32_t* slot_pos) {
   allow_dependents();
   const int64_t s = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (s >= slots) return;
   const int e = slot_expert[s];
-  if (e >= 0) sorted_slots[atomicAdd(&cursor[e], 1)] = int32_t(s);
+  if (e < 0) return;
+  const int row = atomicAdd(&cursor[e], 1);
+  sorted_slots[row] = int32_t(s);
+  if (slot_pos) slot_pos[s] = row;
 }
 
 // Chunk b's slots (one a thread): local expert, rank among the chunk's slots of that expert
@@ -223,14 +231,16 @@ __global__ void __launch_bounds__(kChunkSlots)
 __global__ void __launch_bounds__(kChunkSlots)
     chunk_scatter_kernel(const int32_t* slot_expert, const int32_t* slot_rank, int64_t slots,
                          int num_local, const int32_t* expert_begin, const int32_t* chunk_offset,
-                         int32_t* sorted_slots) {
+                         int32_t* sorted_slots, int32_t* slot_pos) {
   allow_dependents();
   const int64_t s = int64_t(blockIdx.x) * kChunkSlots + threadIdx.x;
   if (s >= slots) return;
   const int e = slot_expert[s];
-  if (e >= 0)
-    sorted_slots[expert_begin[e] + chunk_offset[int64_t(blockIdx.x) * num_local + e] + slot_rank[s]] =
-        int32_t(s);
+  if (e < 0) return;
+  const int row =
+      expert_begin[e] + chunk_offset[int64_t(blockIdx.x) * num_local + e] + slot_rank[s];
+  sorted_slots[row] = int32_t(s);
+  if (slot_pos) slot_pos[s] = row;
 }
 
 __global__ void identity_kernel(int tokens, int block_m, int32_t* sorted_slots,
@@ -269,7 +279,7 @@ cudaError_t launch_align(const int32_t* topk_ids, const ReplicaTable& table, int
   if (slots <= kFusedMaxSlots && num_local <= kFusedMaxExperts && rows <= kFusedMaxRows) {
     const int per = int((slots + kScanThreads - 1) / kScanThreads);  // slots a thread
     using Kernel = void (*)(const int32_t*, ReplicaTable, int, int, int, int, int32_t*, int32_t*,
-                            int32_t*, int32_t*);
+                            int32_t*, int32_t*, int32_t*);
     static const Kernel kernels[4] = {fused_align_kernel<2>, fused_align_kernel<4>,
                                       fused_align_kernel<8>, fused_align_kernel<16>};
     static const cudaError_t attr = [] {  // the sorted rows' dynamic shared memory
@@ -284,7 +294,7 @@ cudaError_t launch_align(const int32_t* topk_ids, const ReplicaTable& table, int
     const Kernel kernel = kernels[per <= 2 ? 0 : per <= 4 ? 1 : per <= 8 ? 2 : 3];
     kernel<<<1, kScanThreads, size_t(rows) * sizeof(int32_t), stream>>>(
         topk_ids, table, tokens, top_k, num_local, block_m, b.slot_expert, b.sorted_slots,
-        b.tile_expert, b.num_tiles);
+        b.tile_expert, b.num_tiles, b.slot_pos);
     return cudaGetLastError();
   }
   cudaError_t err = cudaMemsetAsync(b.counts, 0, sizeof(int32_t) * (num_local + 1), stream);
@@ -302,7 +312,7 @@ cudaError_t launch_align(const int32_t* topk_ids, const ReplicaTable& table, int
     if ((err = cudaGetLastError()) != cudaSuccess) return err;
     chunk_scatter_kernel<<<chunks, kChunkSlots, 0, stream>>>(b.slot_expert, rank, slots, num_local,
                                                              b.counts, chunk_offset,
-                                                             b.sorted_slots);
+                                                             b.sorted_slots, b.slot_pos);
     return cudaGetLastError();
   }
   if (slots > 0) {
@@ -314,8 +324,8 @@ cudaError_t launch_align(const int32_t* topk_ids, const ReplicaTable& table, int
                                               b.tile_expert, b.num_tiles);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   if (slots > 0) {
-    scatter_kernel<<<unsigned((slots + 255) / 256), 256, 0, stream>>>(b.slot_expert, slots,
-                                                                      b.counts, b.sorted_slots);
+    scatter_kernel<<<unsigned((slots + 255) / 256), 256, 0, stream>>>(
+        b.slot_expert, slots, b.counts, b.sorted_slots, b.slot_pos);
     err = cudaGetLastError();
   }
   return err;

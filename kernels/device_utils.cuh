@@ -115,6 +115,27 @@ __device__ __forceinline__ void atomic_add4(float* out, float v0, float v1, floa
 #endif
 }
 
+// ---- streaming stores ---------------------------------------------------------------------
+// A 16-byte store whose L2 lines go first when the L2 needs room: for copies far larger than
+// the L2 (the token-order gather's sorted rows), so they do not push out what is read again.
+__device__ __forceinline__ uint64_t l2_evict_first_policy() {
+  uint64_t policy = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+#endif
+  return policy;
+}
+__device__ __forceinline__ void store_evict_first(uint4* p, const uint4& v, uint64_t policy) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("st.global.L2::cache_hint.v4.u32 [%0], {%1, %2, %3, %4}, %5;\n" ::"l"(p),
+               "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w), "l"(policy)
+               : "memory");
+#else
+  (void)policy;
+  *p = v;
+#endif
+}
+
 // ---- programmatic dependent launch (sm_90) ----------------------------------------------------
 // A kernel started by launch_dependent() may begin while the kernel before it in the stream is
 // still finishing. It calls grid_dependency_wait() before it reads anything that kernel wrote

@@ -285,8 +285,8 @@ cudaError_t launch_gate_up(const GateUpArgs& a, int cfg, cudaStream_t stream) {
     const cudaError_t e =
         a.slot_pos && a.top_k <= 32
             ? launch_gather_tokens(a.x, a.ldx, a.k, a.tokens, a.top_k, a.sorted_slots,
-                                   a.num_tiles, row.block_m, a.max_tiles, a.slot_pos, a.x_sorted,
-                                   stream)
+                                   a.num_tiles, row.block_m, a.max_tiles, a.slot_pos,
+                                   a.slot_pos_ready, a.x_sorted, stream)
             : launch_gather_sorted(a.x, a.ldx, a.k, a.top_k, a.sorted_slots, a.num_tiles,
                                    row.block_m, a.max_tiles, a.x_sorted, stream);
     if (e != cudaSuccess) return e;

@@ -219,6 +219,7 @@ __device__ __forceinline__ void wg_epilogue(const GemmParams& p, const float* ac
   const float w_lo = rows.w_lo, w_hi = rows.w_hi;
   const int slot = lane & 1 ? slot_hi : slot_lo;  // the row this lane writes
   const int col_off = 4 * ((lane % 4) / 2);
+  const bool add_bias = bias && split == 0;  // down: the bias once, on K split 0
   if constexpr (GATE_UP) {
     const int64_t prow = int64_t(m_tile) * BM + row_lo + 8 * (lane & 1);
     T* dst = static_cast<T*>(p.act_out) + prow * p.ld_act;
@@ -242,12 +243,11 @@ __device__ __forceinline__ void wg_epilogue(const GemmParams& p, const float* ac
 #pragma unroll
     for (int f = 0; f < kAcc; f += 4) {
       float q[4];
-      down_quad(p, bias, bias && split == 0, rows, acc, f, col0, lane, q);
+      down_quad(p, bias, add_bias, rows, acc, f, col0, lane, q);
       const int c4 = col0 + 8 * (f / 4) + col_off;
       if (dst && c4 < p.n) store_quad(dst + c4, q, vec, p.n - c4);
     }
   } else {
-    const bool add_bias = bias && split == 0;
     float* dst = slot >= 0 ? p.out + int64_t(slot / p.top_k) * p.ldo : nullptr;
     const bool vec = p.ldo % 4 == 0 && (reinterpret_cast<uintptr_t>(p.out) & 15) == 0;
 #pragma unroll

@@ -70,6 +70,9 @@ struct AlignBuffers {
   int32_t* sorted_slots;  // [align_capacity]
   int32_t* tile_expert;   // [align_max_tiles]
   int32_t* num_tiles;     // [1]
+  // [T * top_k] or null: slot_pos[s] = the sorted row of each slot s on this rank (slots of
+  // other ranks keep what was there), for the token-order gather and sum (slot_pos_ready)
+  int32_t* slot_pos = nullptr;
 };
 int align_max_tiles(int slots, int num_local, int block_m);
 int64_t align_scratch_ints(int slots, int num_local);
@@ -106,8 +109,10 @@ struct GateUpArgs {
   int num_experts = 0;       // E_local: the extent of w13
   void* x_sorted = nullptr;  // [max_tiles * block_m, k] scratch, for rows with sorted_a
   // With slot_pos ([tokens * top_k] scratch) the sorted_a rows' gather runs in token order,
-  // each row of x read once (TileChoice::gather_by_token); past top_k 32, in slot order.
+  // each row of x read once (TileChoice::gather_by_token); past top_k 32, in slot order. The
+  // positions are filled here unless slot_pos_ready (AlignBuffers::slot_pos of this alignment).
   int32_t* slot_pos = nullptr;
+  bool slot_pos_ready = false;
   int tokens = 0;
 };
 struct DownArgs {
@@ -130,7 +135,7 @@ struct DownArgs {
   // GemmConfigInfo::rows_out is set): each slot's weighted row (bias added) is stored at its
   // sorted row instead of added into out, then one block per token adds its slots' rows into
   // out (writes them, with overwrite_out), found through slot_pos ([tokens * top_k] scratch,
-  // filled here unless slot_pos_ready: the token-order gather of the same alignment filled it)
+  // filled here unless slot_pos_ready: the alignment or the token-order gather filled them)
   // and checked against the sorted table (another rank's slot keeps a stale position there).
   void* rows_out = nullptr;
   int ld_rows = 0;

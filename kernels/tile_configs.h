@@ -52,11 +52,12 @@ cudaError_t launch_gather_sorted(const void* x, int ldx, int k, int top_k,
                                  int block_m, int max_tiles, void* out, cudaStream_t stream);
 
 // The same rows in token order (top_k <= 32): each token's row of x read once and written to
-// the sorted rows of its slots; slot_pos [tokens * top_k] is scratch (need not be initialized).
+// the sorted rows of its slots, found through slot_pos [tokens * top_k]: filled here first
+// unless positions_ready (the alignment filled it: AlignBuffers::slot_pos).
 cudaError_t launch_gather_tokens(const void* x, int ldx, int k, int tokens, int top_k,
                                  const int32_t* sorted_slots, const int32_t* num_tiles,
-                                 int block_m, int max_tiles, int32_t* slot_pos, void* out,
-                                 cudaStream_t stream);
+                                 int block_m, int max_tiles, int32_t* slot_pos,
+                                 bool positions_ready, void* out, cudaStream_t stream);
 
 // Each sorted row's slot records its row: slot_pos[slot] = r ([tokens * top_k]; slots not on
 // this rank keep what an earlier call left, so a reader checks sorted[pos] == slot).

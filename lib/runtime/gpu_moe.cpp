@@ -301,12 +301,20 @@ namespace {
 
 // The scratch of one grouped forward: the routed experts' slot positions and sorted down rows,
 // or null (the shared expert: top-k 1, neither gathered nor summed by token).
+// slot_pos_ready: this call's alignment wrote the positions (AlignBuffers::slot_pos).
 struct GroupedScratch {
   DeviceBuffer* act;
   DeviceBuffer* x_sorted;
   DeviceBuffer* slot_pos;
   DeviceBuffer* rows;
+  bool slot_pos_ready = false;
 };
+
+// x gathered in token order: the choice asks for it and its gate-up row reads sorted rows.
+bool gathers_by_token(const kernels::TileChoice& tc) {
+  return tc.gather_by_token && tc.gate_up_cfg >= 0 &&
+         kernels::gate_up_config(tc.gate_up_cfg).sorted_a;
+}
 
 void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::TileChoice& tc,
                  int top_k, const int32_t* sorted, const int32_t* tile_expert,
@@ -317,7 +325,7 @@ void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::Til
   MOE_CHECK(kernels::gate_up_config(tc.gate_up_cfg).block_m == tc.block_m &&
                 kernels::down_config(tc.down_cfg).block_m == tc.block_m,
             InvalidArgument, "", "", "gate-up and down tiles must share the alignment block");
-  const bool by_token = tc.gather_by_token && kernels::gate_up_config(tc.gate_up_cfg).sorted_a;
+  const bool by_token = gathers_by_token(tc);
   MOE_CHECK((!by_token && !tc.down_rows) || sc.slot_pos, InvalidArgument, "", "",
             "x gathered or down rows summed by token: only for the routed experts");
   MOE_CHECK(!tc.down_rows || (sc.rows && down_rows_possible(tc, top_k)), InvalidArgument, "", "",
@@ -347,11 +355,13 @@ void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::Til
   ga.ld_act = w.inter_ld;
   ga.num_experts = w.num_local;
   if (by_token || tc.down_rows) sc.slot_pos->ensure(size_t(in.tokens) * top_k * 4);
+  MOE_ASSERT(!sc.slot_pos_ready || (by_token || tc.down_rows));
   if (kernels::gate_up_config(tc.gate_up_cfg).sorted_a) {
     sc.x_sorted->ensure(size_t(max_tiles) * tc.block_m * w.hidden_ld * 2);
     ga.x_sorted = sc.x_sorted->data();
     if (by_token) {  // launch_gate_up falls back to slot order past top_k 32
       ga.slot_pos = sc.slot_pos->as<int32_t>();
+      ga.slot_pos_ready = sc.slot_pos_ready;
       ga.tokens = in.tokens;
     }
   }
@@ -381,7 +391,8 @@ void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::Til
     da.rows_out = sc.rows->data();
     da.ld_rows = w.hidden_ld;
     da.slot_pos = sc.slot_pos->as<int32_t>();
-    da.slot_pos_ready = by_token && (stages & kStageGateUp);  // this call's token-order gather
+    // this call's alignment or token-order gather filled the positions
+    da.slot_pos_ready = sc.slot_pos_ready || (by_token && (stages & kStageGateUp));
     da.tokens = in.tokens;
     da.overwrite_out = in.zero_out;
   }
@@ -418,12 +429,19 @@ void run_routed_experts(const GpuExperts& w, const GpuRouteTable& table, const E
   kernels::AlignBuffers ab{ws.slot_expert.as<int32_t>(), ws.counts.as<int32_t>(),
                            ws.sorted_slots.as<int32_t>(), ws.tile_expert.as<int32_t>(),
                            ws.num_tiles.as<int32_t>()};
+  // The token-order gather and sum find each slot's sorted row through slot_pos: the
+  // alignment writes it as it places the slots (no pass of its own over the sorted rows).
+  const bool positions = (stages & kStageAlign) && (gathers_by_token(tc) || tc.down_rows);
+  if (positions) {
+    ws.slot_pos.ensure(size_t(slots) * 4);
+    ab.slot_pos = ws.slot_pos.as<int32_t>();
+  }
   if (stages & kStageAlign)
     check_launch(kernels::launch_align(in.topk_ids, table.view(), in.tokens, in.top_k,
                                        w.num_local, tc.block_m, ab, stream),
                  "expert alignment kernels");
   run_grouped(w, in, tc, in.top_k, ab.sorted_slots, ab.tile_expert, ab.num_tiles, max_tiles,
-              {&ws.act, &ws.x_sorted, &ws.slot_pos, &ws.rows},
+              {&ws.act, &ws.x_sorted, &ws.slot_pos, &ws.rows, positions},
               in.weight_on_input ? in.topk_weights : nullptr,
               in.weight_on_input ? nullptr : in.topk_weights, stream, stages);
 }

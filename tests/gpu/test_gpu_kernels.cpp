@@ -317,15 +317,17 @@ namespace {
 
 // The alignment of T random routings (top-K of the table's logical experts) against the host's
 // view: every slot's local expert, the tile count, tiles in expert order, padding only at an
-// expert's tail, and every slot of this rank exactly once. Sorted slots and scratch poisoned
+// expert's tail, and every slot of this rank exactly once; with `positions`, also each such
+// slot's sorted row in AlignBuffers::slot_pos. Sorted slots, positions and scratch poisoned
 // first.
 void check_alignment(const HostRouteTable& table, const GpuRouteTable& d_table, int E_local, int T,
-                     int K, int bm, std::mt19937_64& rng, cudaStream_t s) {
-  INFO("T = " << T << ", top-k " << K << ", local experts " << E_local << ", block_m = " << bm);
+                     int K, int bm, bool positions, std::mt19937_64& rng, cudaStream_t s) {
+  INFO("T = " << T << ", top-k " << K << ", local experts " << E_local << ", block_m = " << bm
+              << (positions ? ", slot positions" : ""));
   std::vector<int32_t> ids;
   std::vector<float> w;
   random_routing(rng, T, table.num_logical, K, ids, w);
-  DeviceBuffer d_ids, slot_expert, counts, sorted, tiles, num;
+  DeviceBuffer d_ids, slot_expert, counts, sorted, tiles, num, slot_pos;
   to_device(d_ids, ids, s);
   const int max_tiles = kernels::align_max_tiles(T * K, E_local, bm);
   slot_expert.ensure(size_t(T) * K * 4);
@@ -338,6 +340,11 @@ void check_alignment(const HostRouteTable& table, const GpuRouteTable& d_table, 
              "poison");
   kernels::AlignBuffers ab{slot_expert.as<int32_t>(), counts.as<int32_t>(), sorted.as<int32_t>(),
                            tiles.as<int32_t>(), num.as<int32_t>()};
+  if (positions) {
+    slot_pos.ensure(size_t(T) * K * 4);
+    cuda_check(kernels::launch_fill_nan_f32(slot_pos.as<float>(), int64_t(T) * K, s), "poison");
+    ab.slot_pos = slot_pos.as<int32_t>();
+  }
   cuda_check(kernels::launch_align(d_ids.as<int32_t>(), d_table.view(), T, K, E_local, bm, ab, s),
              "align");
   const int n_tiles = to_host<int32_t>(num, 1, s)[0];
@@ -379,6 +386,14 @@ void check_alignment(const HostRouteTable& table, const GpuRouteTable& d_table, 
   int unseen = 0;
   for (size_t sl = 0; sl < seen.size(); ++sl) unseen += seen[sl] != (se[sl] >= 0 ? 1 : 0);
   CHECK(unseen == 0);
+  if (positions) {  // this rank's slots only: the others keep the poison
+    const auto pos = to_host<int32_t>(slot_pos, size_t(T) * K, s);
+    int wrong_pos = 0;
+    for (size_t sl = 0; sl < pos.size(); ++sl)
+      if (se[sl] >= 0)
+        wrong_pos += pos[sl] < 0 || pos[sl] >= n_tiles * bm || srt[size_t(pos[sl])] != int(sl);
+    CHECK(wrong_pos == 0);
+  }
 }
 
 }  // namespace
@@ -402,7 +417,8 @@ TEST_CASE("gpu alignment groups slots by local expert, with expert maps and repl
   // 6000 x 3 the three launches over 18 chunks. A height of 5 rows: row counts that are not
   // multiples of 4, which the one block copies out an int at a time (else 16 bytes at a time).
   for (int T : {1, 19, 111, 700, 5000, 6000})
-    for (int bm : {5, 16, 64}) check_alignment(table, d_table, int(local.size()), T, 3, bm, rng, s);
+    for (int bm : {5, 16, 64})
+      check_alignment(table, d_table, int(local.size()), T, 3, bm, bm != 16, rng, s);
 }
 
 TEST_CASE("gpu alignment of many slots and many experts (qwen3's 128 experts, more experts than "
@@ -417,7 +433,8 @@ TEST_CASE("gpu alignment of many slots and many experts (qwen3's 128 experts, mo
     // on; 1000 experts: chunks throughout (at least 1000 x 64 possible sorted rows, more than
     // the one block's shared memory holds); 1100 experts: a global atomic per slot.
     for (int T : {300, 1024, 2048, 2049, 4096, 16384})
-      for (int bm : {64, 192}) check_alignment(table, d_table, experts, T, 8, bm, rng, s);
+      for (int bm : {64, 192})
+        check_alignment(table, d_table, experts, T, 8, bm, bm == 192, rng, s);
   }
 }
 
@@ -506,9 +523,13 @@ void run_all_configs(const Variant& v, int E, int H, int I, int K, const std::ve
       CHECK(c.rel_l2 < tolerance(v.dtype));
     }
 
+    int run_index = 0;
     for (const Pair& pr : pairs) {
       for (int split : splits) {
         if (down_rows && (!kernels::down_config(pr.down).rows_out || split != 1)) continue;
+        // Every other run by token: the alignment in a call of its own and the slot positions
+        // it wrote poisoned, so that the gather (or the down sum) must find them again.
+        const bool staged = (gather_by_token || down_rows) && run_index++ % 2 == 1;
         kernels::TileChoice tc;
         tc.gate_up_cfg = pr.gate_up;
         tc.down_cfg = pr.down;
@@ -523,7 +544,14 @@ void run_all_configs(const Variant& v, int E, int H, int I, int K, const std::ve
         if (zero_out)
           cuda_check(kernels::launch_fill_nan_f32(p.d_out.as<float>(), int64_t(T) * H, s),
                      "poison the output");
-        run_routed_experts(ge, gt, in, ws, s, &tc);
+        if (staged) {
+          run_routed_experts(ge, gt, in, ws, s, &tc, kStageAlign);
+          cuda_check(cudaMemsetAsync(ws.slot_pos.data(), 0, ws.slot_pos.bytes(), s),
+                     "poison slot_pos");
+          run_routed_experts(ge, gt, in, ws, s, &tc, kStageGateUp | kStageDown);
+        } else {
+          run_routed_experts(ge, gt, in, ws, s, &tc);
+        }
         const std::vector<float> got = to_host<float>(p.d_out, size_t(T) * H, s);
         const Compare c = zero_out ? compare(got, ref) : check_delta(p, got, ref);
         INFO(v.name << ", E " << E << " H " << H << " I " << I << " K " << K << ", T = " << T
@@ -531,7 +559,8 @@ void run_all_configs(const Variant& v, int E, int H, int I, int K, const std::ve
                     << kernels::down_config(pr.down).name << " split " << split
                     << (gather_by_token ? " (x gathered by token)" : "")
                     << (down_rows ? " (down rows summed by token)" : "")
-                    << (zero_out ? " (output written, not added to)" : "") << ": rel_l2 "
+                    << (zero_out ? " (output written, not added to)" : "")
+                    << (staged ? " (alignment in a call of its own)" : "") << ": rel_l2 "
                     << c.rel_l2 << " max_abs " << c.max_abs << " of " << c.ref_max_abs);
         CHECK(c.finite);
         CHECK(c.rel_l2 < tolerance(v.dtype));
