@@ -138,7 +138,8 @@ __global__ void slot_position_kernel(const int32_t* __restrict__ sorted,
   }
 }
 
-// The sorted row of `slot` (of rows sorted rows), or -1 where its slot_pos entry is stale.
+// The sorted row of `slot` among the first `rows` rows of `sorted`, or -1 where its slot_pos
+// entry is stale (a slot not on this rank keeps whatever an earlier call wrote there).
 __device__ __forceinline__ int64_t sorted_row_of(int64_t slot, const int32_t* __restrict__ slot_pos,
                                                  const int32_t* __restrict__ sorted, int64_t rows) {
   const int q = slot_pos[slot];
