@@ -149,7 +149,8 @@ __device__ __forceinline__ int64_t sorted_row_of(int64_t slot, const int32_t* __
 // One warp per token (top_k <= 32): lane j finds the sorted row of slot (t, j), then the warp
 // reads the token's row of x in 4 KB pieces (8 loads in flight a lane) and writes each piece to
 // all of those rows, with evict-first stores: the sorted copy is top_k times x, far larger than
-// the L2 (6% faster than 2 KB pieces and plain stores at qwen3-30b's 16384 tokens on an H100).
+// the L2 (qwen3-30b 16384 tokens on an H100: 218 us against 225 with 2 KB pieces and plain
+// stores; docs/perf.md, fifth session).
 __global__ void gather_tokens_kernel(const uint4* __restrict__ x, int64_t ldx8, int k8, int tokens,
                                      int top_k, const int32_t* __restrict__ sorted,
                                      const int32_t* __restrict__ num_tiles, int block_m,

@@ -478,8 +478,8 @@ __launch_bounds__(TmaTile<T, BM, BN, STAGES, GATE_UP, MINB, XDIRECT, EPI>::kThre
   wgmma_wait<0>();
 #pragma unroll
   for (int i = 0; i < C::kAcc; ++i) reg_fence(acc[i]);
-  if constexpr (EPI != kEpiLanes) named_bar_sync(1, C::kConsumers);  // the ring is free
   if constexpr (EPI != kEpiLanes) {
+    named_bar_sync(1, C::kConsumers);  // every warpgroup's wgmma are done: the ring is free
     bulk_down_epilogue<T, BM, BN, EPI == kEpiStore>(p, acc, wg, ctid % 128, rows, m_tile, col0,
                                                     expert, split, base, s_slot, a_boxes);
   } else {

@@ -354,7 +354,9 @@ void run_grouped(const GpuExperts& w, const ExpertInputs& in, const kernels::Til
   ga.act_out = act.data();
   ga.ld_act = w.inter_ld;
   ga.num_experts = w.num_local;
-  if (by_token || tc.down_rows) sc.slot_pos->ensure(size_t(in.tokens) * top_k * 4);
+  // run_routed_experts sized slot_pos ([tokens * top_k]) before its alignment wrote it.
+  MOE_ASSERT((!by_token && !tc.down_rows) ||
+             sc.slot_pos->bytes() >= size_t(in.tokens) * top_k * 4);
   MOE_ASSERT(!sc.slot_pos_ready || (by_token || tc.down_rows));
   if (kernels::gate_up_config(tc.gate_up_cfg).sorted_a) {
     sc.x_sorted->ensure(size_t(max_tiles) * tc.block_m * w.hidden_ld * 2);
@@ -431,11 +433,10 @@ void run_routed_experts(const GpuExperts& w, const GpuRouteTable& table, const E
                            ws.num_tiles.as<int32_t>()};
   // The token-order gather and sum find each slot's sorted row through slot_pos: the
   // alignment writes it as it places the slots (no pass of its own over the sorted rows).
-  const bool positions = (stages & kStageAlign) && (gathers_by_token(tc) || tc.down_rows);
-  if (positions) {
-    ws.slot_pos.ensure(size_t(slots) * 4);
-    ab.slot_pos = ws.slot_pos.as<int32_t>();
-  }
+  const bool by_token_scratch = gathers_by_token(tc) || tc.down_rows;
+  if (by_token_scratch) ws.slot_pos.ensure(size_t(slots) * 4);
+  const bool positions = (stages & kStageAlign) && by_token_scratch;
+  if (positions) ab.slot_pos = ws.slot_pos.as<int32_t>();
   if (stages & kStageAlign)
     check_launch(kernels::launch_align(in.topk_ids, table.view(), in.tokens, in.top_k,
                                        w.num_local, tc.block_m, ab, stream),
