@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include "moe_kernels.h"
@@ -53,6 +54,30 @@ __device__ __forceinline__ float apply_act(int act, float g, float u, float alph
     }
     default:
       return g / (1.0f + __expf(-g)) * u;
+  }
+}
+// The GEMM epilogues' activations, one instance per kind so that a tile's epilogue switches once
+// (ACT_ANY: per element, for the rarely chosen rows). The sigmoid's division uses the fast
+// reciprocal (__fdividef, 2 ulp of float, far below the result's bf16/fp16 rounding) where
+// apply_act's IEEE division (kept for the naive oracle) takes about ten instructions an element;
+// a denominator past 2^126 (g below -87) gives the limit, -0.
+constexpr int kActAny = -1;
+template <int ACT>
+__device__ __forceinline__ float act_fast(int act, float g, float u, float alpha, float limit) {
+  if constexpr (ACT == kActAny) {
+    switch (act) {
+      case int(ActKind::GeluAndMul): return act_fast<int(ActKind::GeluAndMul)>(act, g, u, alpha, limit);
+      case int(ActKind::SwigluOai): return act_fast<int(ActKind::SwigluOai)>(act, g, u, alpha, limit);
+      default: return act_fast<int(ActKind::SiluAndMul)>(act, g, u, alpha, limit);
+    }
+  } else if constexpr (ACT == int(ActKind::GeluAndMul)) {
+    return 0.5f * g * (1.0f + erff(g * 0.70710678118654752f)) * u;
+  } else if constexpr (ACT == int(ActKind::SwigluOai)) {
+    g = fminf(g, limit);
+    u = fminf(fmaxf(u, -limit), limit);
+    return __fdividef(g, 1.0f + __expf(-alpha * g)) * (u + 1.0f);
+  } else {
+    return __fdividef(g, 1.0f + __expf(-g)) * u;
   }
 }
 

@@ -205,8 +205,8 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N* WARPS_K * 32)
                 u1 += ElemOps<T>::to_float(bias[p.up_row0 + col + 1]);
               }
             }
-            v0 = col < p.n ? apply_act(p.act, g0, u0, p.alpha, p.limit) : 0.0f;
-            v1 = col + 1 < p.n ? apply_act(p.act, g1, u1, p.alpha, p.limit) : 0.0f;
+            v0 = col < p.n ? act_fast<kActAny>(p.act, g0, u0, p.alpha, p.limit) : 0.0f;
+            v1 = col + 1 < p.n ? act_fast<kActAny>(p.act, g1, u1, p.alpha, p.limit) : 0.0f;
           }
           T* dst = static_cast<T*>(p.act_out) + prow * p.ld_act + col;
           if (col + 1 < p.ld_act)

@@ -155,7 +155,7 @@ __device__ __forceinline__ void store_quad(T* out, const float (&q)[4], bool vec
 
 // gate * weight (+ bias), up * weight (+ bias) -> the activation of output column col, or 0 for a
 // padding row or a column past n.
-template <typename T>
+template <int ACT = kActAny, typename T>
 __device__ __forceinline__ float gate_up_value(const GemmParams& p, const T* bias, bool row_valid,
                                                float w, float g, float u, int col) {
   if (!row_valid || col >= p.n) return 0.0f;
@@ -165,7 +165,7 @@ __device__ __forceinline__ float gate_up_value(const GemmParams& p, const T* bia
     g += ElemOps<T>::to_float(bias[p.gate_row0 + col]);
     u += ElemOps<T>::to_float(bias[p.up_row0 + col]);
   }
-  return apply_act(p.act, g, u, p.alpha, p.limit);
+  return act_fast<ACT>(p.act, g, u, p.alpha, p.limit);
 }
 
 // The two rows of a consumer thread's fragments (row_lo and row_lo + 8 of warpgroup `wg`'s 64,
@@ -224,18 +224,26 @@ __device__ __forceinline__ void wg_epilogue(const GemmParams& p, const float* ac
     const int64_t prow = int64_t(m_tile) * BM + row_lo + 8 * (lane & 1);
     T* dst = static_cast<T*>(p.act_out) + prow * p.ld_act;
     const bool vec = p.ld_act % 4 == 0 && (reinterpret_cast<uintptr_t>(p.act_out) & 7) == 0;
+    auto store_all = [&](auto act) {  // silu's loop has no per-element switch
+      constexpr int ACT = decltype(act)::value;
 #pragma unroll
-    for (int f = 0; f < kAcc / 2; f += 4) {
-      const int c = col0 + 8 * (f / 4) + 2 * (lane % 4);
-      const float* up = acc + kAcc / 2;
-      float q[4];
-      rows_to_quads(lane, gate_up_value(p, bias, slot_lo >= 0, w_lo, acc[f], up[f], c),
-                    gate_up_value(p, bias, slot_lo >= 0, w_lo, acc[f + 1], up[f + 1], c + 1),
-                    gate_up_value(p, bias, slot_hi >= 0, w_hi, acc[f + 2], up[f + 2], c),
-                    gate_up_value(p, bias, slot_hi >= 0, w_hi, acc[f + 3], up[f + 3], c + 1), q);
-      const int c4 = col0 + 8 * (f / 4) + col_off;
-      if (c4 < p.ld_act) store_quad(dst + c4, q, vec, p.ld_act - c4);
-    }
+      for (int f = 0; f < kAcc / 2; f += 4) {
+        const int c = col0 + 8 * (f / 4) + 2 * (lane % 4);
+        const float* up = acc + kAcc / 2;
+        float q[4];
+        rows_to_quads(lane, gate_up_value<ACT>(p, bias, slot_lo >= 0, w_lo, acc[f], up[f], c),
+                      gate_up_value<ACT>(p, bias, slot_lo >= 0, w_lo, acc[f + 1], up[f + 1], c + 1),
+                      gate_up_value<ACT>(p, bias, slot_hi >= 0, w_hi, acc[f + 2], up[f + 2], c),
+                      gate_up_value<ACT>(p, bias, slot_hi >= 0, w_hi, acc[f + 3], up[f + 3], c + 1),
+                      q);
+        const int c4 = col0 + 8 * (f / 4) + col_off;
+        if (c4 < p.ld_act) store_quad(dst + c4, q, vec, p.ld_act - c4);
+      }
+    };
+    if (p.act == int(ActKind::SiluAndMul))
+      store_all(std::integral_constant<int, int(ActKind::SiluAndMul)>{});
+    else
+      store_all(std::integral_constant<int, kActAny>{});
   } else if (p.rows_out) {  // the slot's weighted row at its sorted row (launch_down then sums)
     const int64_t prow = int64_t(m_tile) * BM + row_lo + 8 * (lane & 1);
     T* dst = slot >= 0 ? static_cast<T*>(p.rows_out) + prow * p.ld_rows : nullptr;
