@@ -58,6 +58,8 @@ int gate_up_config_count() { return int(tables().gate_up.size()); }
 int down_config_count() { return int(tables().down.size()); }
 GemmConfigInfo gate_up_config(int id) { return info(tables().gate_up.at(size_t(id))); }
 GemmConfigInfo down_config(int id) { return info(tables().down.at(size_t(id))); }
+int gate_up_config_named(const char* name) { return find(tables().gate_up, name); }
+int down_config_named(const char* name) { return find(tables().down, name); }
 
 bool dependent_launch_supported() {
   static const bool supported = [] {

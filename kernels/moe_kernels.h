@@ -158,6 +158,9 @@ int gate_up_config_count();
 int down_config_count();
 GemmConfigInfo gate_up_config(int id);
 GemmConfigInfo down_config(int id);
+// The table index of the row called `name`, or -1.
+int gate_up_config_named(const char* name);
+int down_config_named(const char* name);
 // True when this device runs the sm_90a (wgmma) instances (probed once by a tiny kernel).
 bool wgmma_available();
 

@@ -322,18 +322,13 @@ int first_row(int count, kernels::GemmConfigInfo (*row)(int), int block_m, bool 
 
 // --pairs: "GATE_UP+DOWN" -> row indices of the two tables, same block height.
 std::vector<std::pair<int, int>> resolve_pairs(const std::vector<std::string>& pairs, bool wgmma) {
-  auto find = [](const std::string& name, int count, kernels::GemmConfigInfo (*row)(int)) {
-    for (int i = 0; i < count; ++i)
-      if (name == row(i).name) return i;
-    return -1;
-  };
   std::vector<std::pair<int, int>> out;
   for (const std::string& pair : pairs) {
     const size_t plus = pair.find('+');
     const std::string gu = pair.substr(0, plus);
     const std::string dn = plus == std::string::npos ? "" : pair.substr(plus + 1);
-    const int g = find(gu, kernels::gate_up_config_count(), kernels::gate_up_config);
-    const int d = find(dn, kernels::down_config_count(), kernels::down_config);
+    const int g = kernels::gate_up_config_named(gu.c_str());
+    const int d = kernels::down_config_named(dn.c_str());
     MOE_CHECK(plus != std::string::npos && g >= 0 && d >= 0, InvalidArgument, "", "",
               "--pairs '" + pair + "': not GATE_UP+DOWN of known rows (" +
                   (g < 0 ? "gate-up '" + gu + "'" : "down '" + dn + "'") + " unknown)");

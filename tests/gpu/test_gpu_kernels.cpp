@@ -108,11 +108,10 @@ std::vector<Pair> config_pairs() {
 
 // The table index of the gate-up (or down) row called `name`.
 int config_named(bool gate_up, const std::string& name) {
-  const int n = gate_up ? kernels::gate_up_config_count() : kernels::down_config_count();
-  for (int i = 0; i < n; ++i)
-    if (name == (gate_up ? kernels::gate_up_config(i) : kernels::down_config(i)).name) return i;
-  FAIL("no tile row named " << name);
-  return -1;
+  const int i = gate_up ? kernels::gate_up_config_named(name.c_str())
+                        : kernels::down_config_named(name.c_str());
+  if (i < 0) FAIL("no tile row named " << name);
+  return i;
 }
 
 // Every gate-up row whose name starts with `prefix` with every down row of that prefix and the

@@ -58,10 +58,13 @@ TEST_CASE("tile table rows have distinct names and positive sizes", "[tiles]") {
       INFO((table == 0 ? "gate-up row " : "down row ") << a.name);
       CHECK(a.block_m > 0);
       CHECK(a.block_n > 0);
+      CHECK((table == 0 ? kernels::gate_up_config_named(a.name) : kernels::down_config_named(a.name)) == i);
       for (int j = i + 1; j < n; ++j) {
         const auto b = table == 0 ? kernels::gate_up_config(j) : kernels::down_config(j);
         CHECK(std::string(a.name) != b.name);
       }
     }
   }
+  CHECK(kernels::gate_up_config_named("tma_m192n96x") == -1);
+  CHECK(kernels::down_config_named("") == -1);
 }
