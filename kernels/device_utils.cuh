@@ -42,43 +42,47 @@ struct ElemOps<__half> {
 };
 
 // ---- activations (model/profile.h) ---------------------------------------------------------
-__device__ __forceinline__ float apply_act(int act, float g, float u, float alpha, float limit) {
-  switch (act) {
-    case int(ActKind::GeluAndMul):
-      return 0.5f * g * (1.0f + erff(g * 0.70710678118654752f)) * u;
-    case int(ActKind::SwigluOai): {
-      // gpt-oss: g = min(gate, limit), u = clamp(up, -limit, limit), g * sigmoid(alpha g) (u + 1)
-      g = fminf(g, limit);
-      u = fminf(fmaxf(u, -limit), limit);
-      return g / (1.0f + __expf(-alpha * g)) * (u + 1.0f);
-    }
-    default:
-      return g / (1.0f + __expf(-g)) * u;
+// One instance per kind. FAST: the sigmoid's division by the fast reciprocal (__fdividef, 2 ulp
+// of float, far below the result's bf16/fp16 rounding), as the GEMM epilogues do, where an IEEE
+// division takes about ten instructions an element; the naive oracle divides exactly. A
+// denominator past 2^126 (g below -87) gives the limit, -0.
+template <int ACT, bool FAST>
+__device__ __forceinline__ float act_value(float g, float u, float alpha, float limit) {
+  auto sigmoid_times = [](float v, float neg_z) {  // v * sigmoid(z)
+    return FAST ? __fdividef(v, 1.0f + __expf(neg_z)) : v / (1.0f + __expf(neg_z));
+  };
+  if constexpr (ACT == int(ActKind::GeluAndMul)) {
+    return 0.5f * g * (1.0f + erff(g * 0.70710678118654752f)) * u;
+  } else if constexpr (ACT == int(ActKind::SwigluOai)) {
+    // gpt-oss: g = min(gate, limit), u = clamp(up, -limit, limit), g * sigmoid(alpha g) (u + 1)
+    g = fminf(g, limit);
+    u = fminf(fmaxf(u, -limit), limit);
+    return sigmoid_times(g, -alpha * g) * (u + 1.0f);
+  } else {
+    return sigmoid_times(g, -g) * u;
   }
 }
-// The GEMM epilogues' activations, one instance per kind so that a tile's epilogue switches once
-// (ACT_ANY: per element, for the rarely chosen rows). The sigmoid's division uses the fast
-// reciprocal (__fdividef, 2 ulp of float, far below the result's bf16/fp16 rounding) where
-// apply_act's IEEE division (kept for the naive oracle) takes about ten instructions an element;
-// a denominator past 2^126 (g below -87) gives the limit, -0.
+// The kind chosen at run time, per element.
+template <bool FAST>
+__device__ __forceinline__ float act_any(int act, float g, float u, float alpha, float limit) {
+  switch (act) {
+    case int(ActKind::GeluAndMul): return act_value<int(ActKind::GeluAndMul), FAST>(g, u, alpha, limit);
+    case int(ActKind::SwigluOai): return act_value<int(ActKind::SwigluOai), FAST>(g, u, alpha, limit);
+    default: return act_value<int(ActKind::SiluAndMul), FAST>(g, u, alpha, limit);
+  }
+}
+__device__ __forceinline__ float apply_act(int act, float g, float u, float alpha, float limit) {
+  return act_any<false>(act, g, u, alpha, limit);
+}
+// The GEMM epilogues' activations: ACT, or kActAny for the kind of `act` per element (the
+// rarely chosen rows; wg_epilogue's silu loop takes ACT and so switches once a tile).
 constexpr int kActAny = -1;
 template <int ACT>
 __device__ __forceinline__ float act_fast(int act, float g, float u, float alpha, float limit) {
-  if constexpr (ACT == kActAny) {
-    switch (act) {
-      case int(ActKind::GeluAndMul): return act_fast<int(ActKind::GeluAndMul)>(act, g, u, alpha, limit);
-      case int(ActKind::SwigluOai): return act_fast<int(ActKind::SwigluOai)>(act, g, u, alpha, limit);
-      default: return act_fast<int(ActKind::SiluAndMul)>(act, g, u, alpha, limit);
-    }
-  } else if constexpr (ACT == int(ActKind::GeluAndMul)) {
-    return 0.5f * g * (1.0f + erff(g * 0.70710678118654752f)) * u;
-  } else if constexpr (ACT == int(ActKind::SwigluOai)) {
-    g = fminf(g, limit);
-    u = fminf(fmaxf(u, -limit), limit);
-    return __fdividef(g, 1.0f + __expf(-alpha * g)) * (u + 1.0f);
-  } else {
-    return __fdividef(g, 1.0f + __expf(-g)) * u;
-  }
+  if constexpr (ACT == kActAny)
+    return act_any<true>(act, g, u, alpha, limit);
+  else
+    return act_value<ACT, true>(g, u, alpha, limit);
 }
 
 // ---- async copies, fragments, mma ------------------------------------------------------------
